@@ -1,0 +1,1 @@
+"""Raw files -> validated tables -> splits -> text -> tokens -> batches."""

@@ -1,0 +1,1 @@
+"""Metrics, evaluation protocols, baselines and the transfer study."""

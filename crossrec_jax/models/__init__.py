@@ -1,0 +1,1 @@
+"""BERT encoder (NNX), Hugging Face import, gradient reversal, heads and recommenders."""

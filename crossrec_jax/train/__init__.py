@@ -1,0 +1,1 @@
+"""Losses, schedules, optimisers, the compiled step, sharding, checkpoints and the trainer."""
