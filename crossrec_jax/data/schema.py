@@ -1,0 +1,282 @@
+"""Typed, validated columnar tables: items, interactions, domains and a source/target pair.
+
+Everything downstream (splits, text, tokens, baselines) works on these integer-indexed numpy
+columns. Raw string ids are encoded once, here, where they can be checked: an interaction with an
+unknown item, a rating outside the domain's scale, a NaN or a duplicate (user, item, time) row is an
+error naming the row (file and line when the reader passes them), or, with `on_error="skip"`, is
+dropped, counted and reported in `Domain.skipped`. Nothing is dropped or clamped silently.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Literal, Mapping, Sequence
+
+import numpy as np
+
+OnError = Literal["raise", "skip"]
+# Duplicate (user, item, time) rows are usually a double-logged event ("raise"/"skip"), but where
+# a dataset merges items (ML-100K's ids are titles: 18 titles merge two films) they are two real
+# ratings, and protocols keep them ("keep", counted in the report).
+OnDuplicate = Literal["raise", "skip", "keep"]
+# How `Interactions.time` orders a user's interactions: real timestamps, a given sequence position
+# (implicit logs without clocks), or a seeded random permutation (data with neither, e.g.
+# Book-Crossing, whose file order is by ISBN and would leak a language/publisher group).
+TimeKind = Literal["timestamp", "sequence", "permuted"]
+
+
+class DataError(ValueError):
+  """Bad input data; the message names the file, line and field (or row) at fault."""
+
+
+@dataclasses.dataclass
+class SkipReport:
+  """Rows dropped by an explicit `on_error="skip"` policy, counted per reason."""
+
+  counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+  examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+  kept: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+
+  def add(self, reason: str, where: str, n: int = 1) -> None:
+    self.counts[reason] += n
+    shown = self.examples.setdefault(reason, [])
+    if len(shown) < 3:
+      shown.append(where)
+
+  def merge(self, other: "SkipReport") -> "SkipReport":
+    for reason, n in other.counts.items():
+      self.counts[reason] += n
+      for where in other.examples.get(reason, []):
+        if len(self.examples.setdefault(reason, [])) < 3:
+          self.examples[reason].append(where)
+    self.kept.update(other.kept)
+    return self
+
+  @property
+  def total(self) -> int:
+    return sum(self.counts.values())
+
+  def __str__(self) -> str:
+    kept = "".join(f"; kept {n} x {reason}" for reason, n in sorted(self.kept.items()))
+    if not self.counts:
+      return "no rows skipped" + kept
+    parts = [f"{n} x {reason} (e.g. {'; '.join(self.examples.get(reason, []))})"
+             for reason, n in sorted(self.counts.items())]
+    return f"skipped {self.total} rows: " + ", ".join(parts) + kept
+
+
+@dataclasses.dataclass(frozen=True)
+class RatingScale:
+  """A domain's rating range. Implicit feedback: every interaction is a positive (value 1)."""
+
+  low: float
+  high: float
+  implicit: bool = False
+
+  def __post_init__(self):
+    if not self.implicit and not self.high > self.low:
+      raise ValueError(f"rating scale needs high > low, got [{self.low}, {self.high}]")
+
+  def contains(self, r: np.ndarray) -> np.ndarray:
+    return (r >= self.low) & (r <= self.high)
+
+  def normalise(self, r: np.ndarray) -> np.ndarray:
+    """Ratings -> [0, 1], so domains on different scales share one rating head."""
+    if self.implicit:
+      return np.ones_like(np.asarray(r, np.float32))
+    return ((np.asarray(r, np.float32) - self.low) / (self.high - self.low)).astype(np.float32)
+
+  def denormalise(self, x: np.ndarray) -> np.ndarray:
+    """[0, 1] -> the domain's own scale (metrics are reported there)."""
+    return (np.asarray(x, np.float32) * (self.high - self.low) + self.low).astype(np.float32)
+
+
+IMPLICIT = RatingScale(1.0, 1.0, implicit=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class Items:
+  """An item catalogue: unique string ids and text fields (title, genres, author, ...)."""
+
+  ids: np.ndarray  # [I] object array of str, unique
+  fields: Mapping[str, np.ndarray]  # name -> [I] object array of str ("" when unknown)
+
+  def __post_init__(self):
+    ids = np.asarray(self.ids, dtype=object)
+    object.__setattr__(self, "ids", ids)
+    fields = {k: np.asarray(v, dtype=object) for k, v in self.fields.items()}
+    object.__setattr__(self, "fields", fields)
+    for name, col in fields.items():
+      if len(col) != len(ids):
+        raise DataError(f"item field {name!r} has {len(col)} values for {len(ids)} item ids")
+    if len(set(ids.tolist())) != len(ids):
+      counts = collections.Counter(ids.tolist())
+      dup = [i for i, n in counts.items() if n > 1][:5]
+      raise DataError(f"duplicate item ids in the item table: {dup}")
+
+  def __len__(self) -> int:
+    return len(self.ids)
+
+  def index(self) -> dict[str, int]:
+    """id -> row. Built on demand (cheap for catalogues of 10^5 items)."""
+    return {item_id: row for row, item_id in enumerate(self.ids.tolist())}
+
+  def row(self, i: int) -> dict[str, str]:
+    return {name: col[i] for name, col in self.fields.items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Interactions:
+  """Columnar interactions of one domain, integer-coded.
+
+  `user` indexes `user_ids`; `item` indexes the domain's `Items` rows; `rating` is on the domain's
+  own scale (1.0 for implicit); `time` orders each user's interactions (see `TimeKind`).
+  """
+
+  user_ids: np.ndarray  # [U] object array of str
+  user: np.ndarray  # [N] int32
+  item: np.ndarray  # [N] int32
+  rating: np.ndarray  # [N] float32
+  time: np.ndarray  # [N] int64
+
+  def __len__(self) -> int:
+    return len(self.user)
+
+  @property
+  def num_users(self) -> int:
+    return len(self.user_ids)
+
+  def take(self, rows: np.ndarray) -> "Interactions":
+    """A subset of rows (boolean mask or indices); the user vocabulary is kept."""
+    return dataclasses.replace(self, user=self.user[rows], item=self.item[rows],
+                               rating=self.rating[rows], time=self.time[rows])
+
+  def sort_by_user_time(self) -> np.ndarray:
+    """Row order by (user, time, item): the canonical per-user chronological order."""
+    return np.lexsort((self.item, self.time, self.user))
+
+
+@dataclasses.dataclass(frozen=True)
+class Domain:
+  """One domain: its items, its interactions, its rating scale and how time is defined."""
+
+  name: str
+  items: Items
+  interactions: Interactions
+  scale: RatingScale
+  time_kind: TimeKind = "timestamp"
+  skipped: SkipReport = dataclasses.field(default_factory=SkipReport)
+
+  def __post_init__(self):
+    if len(self.interactions) == 0:
+      raise DataError(f"domain {self.name!r} has no interactions")
+    if len(self.items) == 0:
+      raise DataError(f"domain {self.name!r} has no items")
+
+  @property
+  def num_items(self) -> int:
+    return len(self.items)
+
+  def summary(self) -> str:
+    return (f"{self.name}: {self.interactions.num_users} users, {self.num_items} items, "
+            f"{len(self.interactions)} interactions, scale "
+            f"{'implicit' if self.scale.implicit else f'[{self.scale.low:g}, {self.scale.high:g}]'}, "
+            f"time={self.time_kind}; {self.skipped}")
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossDomainData:
+  """A source domain (data-rich) and a target domain (sparse) for transfer."""
+
+  source: Domain
+  target: Domain
+  name: str = ""
+
+  def domains(self) -> tuple[Domain, Domain]:
+    return self.source, self.target
+
+
+def _where(origin: tuple[str, np.ndarray] | None, row: int, field: str) -> str:
+  if origin is None:
+    return f"row {row}, field {field!r}"
+  path, lines = origin
+  return f"{path}:{int(lines[row])}, field {field!r}"
+
+
+def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
+                 ratings: Sequence[float] | np.ndarray | None, times: Sequence[int] | np.ndarray,
+                 items: Items, scale: RatingScale, time_kind: TimeKind = "timestamp",
+                 on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None, origin: tuple[str, np.ndarray] | None = None,
+                 skipped: SkipReport | None = None) -> Domain:
+  """Validate raw string-keyed interaction columns and encode them against `items`.
+
+  Args:
+    ratings: None for implicit feedback (every row is a positive with rating 1).
+    origin: (file path, [N] line numbers) so that errors point at the raw line.
+    on_error: "raise" stops at the first bad row; "skip" drops it and counts it per reason.
+    on_duplicate: policy for duplicate (user, item, time) rows; defaults to `on_error`.
+    skipped: a report to extend (a reader's own parse-level skips).
+  """
+  if on_error not in ("raise", "skip"):
+    raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+  report = skipped if skipped is not None else SkipReport()
+  user_col = np.asarray(user_ids, dtype=object)
+  item_col = np.asarray(item_ids, dtype=object)
+  n = len(user_col)
+  rating = (np.ones(n, np.float32) if ratings is None else np.asarray(ratings, np.float64))
+  time = np.asarray(times, np.float64)
+  if not (len(item_col) == len(rating) == len(time) == n):
+    raise DataError(f"domain {name!r}: column lengths differ (users {n}, items {len(item_col)}, "
+                    f"ratings {len(rating)}, times {len(time)})")
+  keep = np.ones(n, bool)
+
+  def reject(bad: np.ndarray, reason: str, field: str, policy: str = on_error) -> None:
+    bad = bad & keep
+    if not bad.any():
+      return
+    rows = np.flatnonzero(bad)
+    if policy == "raise":
+      detail = f"value {_value(field, rows[0])!r}"
+      raise DataError(f"domain {name!r}: {reason} at {_where(origin, rows[0], field)}: {detail}"
+                      f" ({len(rows)} such rows; pass on_error='skip' to drop and count them)")
+    for r in rows[:3]:
+      report.add(reason, _where(origin, r, field))
+    report.counts[reason] += len(rows) - min(len(rows), 3)
+    keep[rows] = False
+
+  def _value(field: str, row: int):
+    return {"user": user_col, "item": item_col, "rating": rating, "time": time}[field][row]
+
+  reject(np.array([not isinstance(u, str) or not u for u in user_col], bool), "empty user id", "user")
+  index = items.index()
+  item_row = np.fromiter((index.get(i, -1) for i in item_col), np.int64, count=n)
+  reject(item_row < 0, "unknown item id", "item")
+  reject(np.isnan(rating), "NaN rating", "rating")
+  if not scale.implicit:
+    reject(~scale.contains(np.nan_to_num(rating, nan=scale.low)), "rating outside "
+           f"[{scale.low:g}, {scale.high:g}]", "rating")
+  reject(~np.isfinite(time), "non-finite time", "time")
+  # Duplicate (user, item, time) rows: a double-logged event, not two ratings. The first is kept.
+  _, user_all = np.unique(user_col.astype(str), return_inverse=True)
+  order = np.lexsort((np.arange(n), time, item_row, user_all))
+  same = np.zeros(n, bool)
+  same[order[1:]] = ((user_all[order[1:]] == user_all[order[:-1]]) &
+                     (item_row[order[1:]] == item_row[order[:-1]]) &
+                     (time[order[1:]] == time[order[:-1]]))
+  dup_policy = on_duplicate or on_error
+  if dup_policy == "keep":
+    if (same & keep).any():
+      report.kept["duplicate (user, item, time) row"] += int((same & keep).sum())
+  elif dup_policy in ("raise", "skip"):
+    reject(same, "duplicate (user, item, time) row", "time", policy=dup_policy)
+  else:
+    raise ValueError(f"on_duplicate must be 'raise', 'skip' or 'keep', got {dup_policy!r}")
+
+  user_ids_kept = user_col[keep]
+  vocab, user_code = np.unique(user_ids_kept.astype(str), return_inverse=True)
+  inter = Interactions(user_ids=vocab.astype(object), user=user_code.astype(np.int32),
+                       item=item_row[keep].astype(np.int32),
+                       rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64))
+  return Domain(name=name, items=items, interactions=inter, scale=scale, time_kind=time_kind,
+                skipped=report)
