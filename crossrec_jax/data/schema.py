@@ -246,7 +246,8 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
     keep[rows] = False
 
   def _value(field: str, row: int):
-    return {"user": user_col, "item": item_col, "rating": rating, "time": time}[field][row]
+    value = {"user": user_col, "item": item_col, "rating": rating, "time": time}[field][row]
+    return value.item() if isinstance(value, np.generic) else value  # 9.0, not np.float64(9.0)
 
   reject(np.array([not isinstance(u, str) or not u for u in user_col], bool), "empty user id", "user")
   index = items.index()

@@ -1,0 +1,168 @@
+"""Shared plumbing for the raw-format readers: streaming lines, bad-line policy, row buffers.
+
+Readers stream their inputs line by line (`iter_lines`), so a multi-GB review log never sits in
+memory as one string or one parsed JSON document. A bad line becomes a `DataError` naming the file,
+line and field, or, with `on_error="skip"`, a counted entry in the domain's `SkipReport`.
+
+Item text fields follow one naming convention across readers (`ITEM_TEXT_FIELDS`), so that text
+templates downstream can ask for `title`, `genres`, `author`, ... whatever the source format.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from typing import Iterator
+
+import numpy as np
+
+from crossrec_jax.data.schema import DataError, OnError, SkipReport
+
+# Item text field names used by every reader where the source has them ("" when unknown):
+#   title      display name without a trailing "(year)"      year       release/publication year
+#   genres     ", "-joined genre list                          author     book author
+#   publisher  book publisher                                  category   " > "-joined category path
+#   brand      brand or store name
+# A reader may add fields the source has beyond these; templates ignore names they do not use.
+ITEM_TEXT_FIELDS = ("title", "year", "genres", "author", "publisher", "category", "brand")
+
+_YEAR_SUFFIX = re.compile(r"^(.*\S)\s+\((\d{4})\)\s*$")
+
+
+def split_title_year(title: str) -> tuple[str, str]:
+  """'Toy Story (1995)' -> ('Toy Story', '1995'); no year suffix -> (title, '')."""
+  m = _YEAR_SUFFIX.match(title)
+  return (m.group(1), m.group(2)) if m else (title.strip(), "")
+
+
+def path_str(path: str | os.PathLike) -> str:
+  return os.fspath(path)
+
+
+def iter_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
+  """Yields (1-based line number, line without its end-of-line), streaming; `.gz` is gunzipped.
+
+  Truncated or corrupt gzip streams and undecodable bytes become a `DataError` naming the file
+  and the last line read, instead of a bare EOFError/zlib.error deep inside a reader.
+  """
+  path = path_str(path)
+  if not os.path.exists(path):
+    raise DataError(f"{path}: file not found")
+  opener = gzip.open if path.endswith(".gz") else open
+  lineno = 0
+  try:
+    # newline="" keeps "\r\n" visible so that we strip it ourselves (RecBole files are CRLF).
+    with opener(path, "rt", encoding=encoding, newline="") as f:
+      for lineno, line in enumerate(f, 1):
+        yield lineno, line.rstrip("\r\n")
+  except (EOFError, zlib.error, gzip.BadGzipFile) as e:
+    raise DataError(f"{path}: truncated or corrupt gzip stream after line {lineno} ({e}); "
+                    "re-download the file") from e
+  except UnicodeDecodeError as e:
+    raise DataError(f"{path}: bytes that are not {encoding} after line {lineno} ({e})") from e
+
+
+class BadField(Exception):
+  """Raised inside a reader's per-line parse; `LinePolicy` turns it into a DataError or a skip."""
+
+  def __init__(self, field: str, reason: str, value: object = None):
+    super().__init__(reason)
+    self.field, self.reason, self.value = field, reason, value
+
+
+class LinePolicy:
+  """Applies `on_error` to a bad line: raise a DataError naming file:line and field, or count it."""
+
+  def __init__(self, path: str | os.PathLike, on_error: OnError, report: SkipReport):
+    if on_error not in ("raise", "skip"):
+      raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    self.path, self.on_error, self.report = path_str(path), on_error, report
+
+  def __call__(self, lineno: int, bad: BadField) -> None:
+    where = f"{self.path}:{lineno}, field {bad.field!r}"
+    if self.on_error == "raise":
+      shown = "" if bad.value is None else f": value {_clip(bad.value)!r}"
+      raise DataError(f"{bad.reason} at {where}{shown} "
+                      "(pass on_error='skip' to drop and count such lines)")
+    self.report.add(bad.reason, where)
+
+
+def _clip(value: object, n: int = 80) -> object:
+  if isinstance(value, str) and len(value) > n:
+    return value[:n] + "..."
+  return value
+
+
+def need(fields: list[str], n: int, sep: str, what: str = "line") -> None:
+  """Checks a split line's field count (a wrong delimiter shows up here)."""
+  if len(fields) != n:
+    raise BadField(what, f"expected {n} {sep!r}-separated fields, got {len(fields)}",
+                   sep.join(fields))
+
+
+def to_float(field: str, value: object) -> float:
+  try:
+    out = float(value)
+  except (TypeError, ValueError):
+    raise BadField(field, "non-numeric value", value) from None
+  return out
+
+
+def to_time(field: str, value: object) -> int:
+  """An integral timestamp ('978300760', 978300760, '978300760.0'); fractions are an error."""
+  if isinstance(value, bool):
+    raise BadField(field, "non-numeric value", value)
+  if isinstance(value, int):
+    return value
+  if isinstance(value, str):
+    try:
+      return int(value)
+    except ValueError:
+      pass
+  t = to_float(field, value)
+  if not np.isfinite(t) or t != int(t):
+    raise BadField(field, "non-integral timestamp", value)
+  return int(t)
+
+
+def to_id(field: str, value: object) -> str:
+  """A non-empty id; JSON numbers are accepted and written as their decimal string."""
+  if isinstance(value, bool) or value is None:
+    raise BadField(field, "missing or non-string id", value)
+  if isinstance(value, int):
+    value = str(value)
+  if not isinstance(value, str) or not value.strip():
+    raise BadField(field, "missing or empty id", value)
+  return value
+
+
+class Rows:
+  """Raw interaction columns collected while streaming, with each row's line number."""
+
+  def __init__(self):
+    self.users: list[str] = []
+    self.items: list[str] = []
+    self.ratings: list[float] = []
+    self.times: list[int] = []
+    self.lines: list[int] = []
+
+  def add(self, lineno: int, user: str, item: str, rating: float, time: int) -> None:
+    self.users.append(user)
+    self.items.append(item)
+    self.ratings.append(rating)
+    self.times.append(time)
+    self.lines.append(lineno)
+
+  def __len__(self) -> int:
+    return len(self.users)
+
+  def origin(self, path: str | os.PathLike) -> tuple[str, np.ndarray]:
+    return path_str(path), np.asarray(self.lines, np.int64)
+
+  def require_rows(self, path: str | os.PathLike, report: SkipReport) -> None:
+    """An empty interaction file is an error of its own, not a bare 'no interactions'."""
+    if not self.users:
+      skipped = f" ({report})" if report.total else ""
+      raise DataError(f"{path_str(path)}: no interaction rows{skipped}")
