@@ -11,14 +11,14 @@ import pathlib
 import pytest
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-SHARED_DATA = pathlib.Path(os.environ.get("CROSSREC_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+SHARED_DATA = pathlib.Path(os.environ.get("CROSSREC_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
 
 
 def require_shared_data(*parts: str) -> pathlib.Path:
   """Path under ../shared/data; skip when missing locally, fail when CI=true."""
   path = SHARED_DATA.joinpath(*parts)
   if not path.exists():
-    msg = f"real data not found at {path} (set CROSSREC_SHARED_DATA or place ../shared/data beside the repo)"
+    msg = f"real data not found at {path} (set CROSSREC_DATA_DIR or place ../shared/data beside the repo)"
     if os.environ.get("CI", "").lower() == "true":
       pytest.fail(msg + " -- CI=true, so this is an error, not a skip")
     pytest.skip(msg)

@@ -259,7 +259,7 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
            f"[{scale.low:g}, {scale.high:g}]", "rating")
   reject(~np.isfinite(time), "non-finite time", "time")
   # Duplicate (user, item, time) rows: a double-logged event, not two ratings. The first is kept.
-  _, user_all = np.unique(user_col.astype(str), return_inverse=True)
+  user_vocab, user_all = np.unique(user_col.astype(str), return_inverse=True)
   order = np.lexsort((np.arange(n), time, item_row, user_all))
   same = np.zeros(n, bool)
   same[order[1:]] = ((user_all[order[1:]] == user_all[order[:-1]]) &
@@ -274,8 +274,9 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
   else:
     raise ValueError(f"on_duplicate must be 'raise', 'skip' or 'keep', got {dup_policy!r}")
 
-  user_ids_kept = user_col[keep]
-  vocab, user_code = np.unique(user_ids_kept.astype(str), return_inverse=True)
+  # Re-code users over the kept rows only (a user whose rows were all skipped disappears).
+  present, user_code = np.unique(user_all[keep], return_inverse=True)
+  vocab = user_vocab[present]
   inter = Interactions(user_ids=vocab.astype(object), user=user_code.astype(np.int32),
                        item=item_row[keep].astype(np.int32),
                        rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64))
