@@ -152,10 +152,6 @@ class Interactions:
     return dataclasses.replace(self, user=self.user[rows], item=self.item[rows],
                                rating=self.rating[rows], time=self.time[rows])
 
-  def sort_by_user_time(self) -> np.ndarray:
-    """Row order by (user, time, item): the canonical per-user chronological order."""
-    return np.lexsort((self.item, self.time, self.user))
-
 
 @dataclasses.dataclass(frozen=True)
 class Domain:

@@ -6,8 +6,8 @@ history of its own example.
 
 Orders. Within a user, the canonical order is (time, item id, row) (`canonical_order`): ties in time
 are broken by the item's *id string*, not its integer code, so a protocol does not depend on how a
-reader numbered the items (ML-100K: by title, as YARDSTICKS specifies; with readers that number
-items in file order, `Interactions.sort_by_user_time` would break ties differently).
+reader numbered the items (ML-100K: by title, as YARDSTICKS specifies). Every module that needs a
+per-user chronological order uses `canonical_order`.
 
 Users with too few interactions. Temporal splits never evaluate a user without a training row:
 a user with 1 interaction is train-only, a user with 2 has a test row but no valid row (counted in
