@@ -1,0 +1,178 @@
+"""Recommenders: an encoder plus the rating head and the domain discriminator, as one NNX module.
+
+Every recommender has the same three top-level attributes, which the optimiser groups key on
+(`train.optim.label_params`): `encoder`, `rating_head`, `discriminator`, and the same call:
+
+    out = model(batch, lam, deterministic=...)
+    out['features']      [B, H] float32   the vector h the heads (and MMD / CORAL) see
+    out['rating']        [B]    float32   rating in [0, 1] ('regression') or a logit ('logit')
+    out['domain_logit']  [B]    float32   discriminator(GRL_lam(h)); 0 = source, 1 = target
+
+so the train step, the losses, the phases, checkpoints and sharding do not care which
+architecture sits behind it. `model.kind` names the architecture:
+
+  * 'cross_encoder' (`CrossEncoderRecommender`, the seed's model): one BERT pass over the text of
+    (user history, candidate item); h = pooled hidden state ('cls' | 'pooler' | 'mean').
+  * 'bi_encoder' (planned, DESIGN.md): item tower over item text, user tower over history item
+    vectors, dot-product scores. It registers a builder in `RECOMMENDER_BUILDERS` under its kind
+    and returns the same output dict (h = the user-item interaction vector).
+
+`build_recommender(config.model, rngs=...)` builds one from the config (see `config_base.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from crossrec_jax.models import bert as bert_lib
+from crossrec_jax.models import heads as heads_lib
+
+__all__ = [
+    "POOLING_KINDS", "pool", "CrossEncoderRecommender", "RECOMMENDER_BUILDERS",
+    "build_encoder", "build_recommender", "predict_rating",
+]
+
+POOLING_KINDS = ("cls", "pooler", "mean")
+
+
+def pool(kind: str, output: bert_lib.BertOutput, attention_mask: jax.Array) -> jax.Array:
+  """Pooled float32 vector [B, H] from an encoder output.
+
+  'cls': hidden state at position 0 ([CLS]); 'pooler': BERT's tanh(dense(CLS)) (trained for
+  next-sentence prediction, so often worse for transfer); 'mean': average of the hidden states
+  over the real tokens (attention_mask 1), the sentence-transformers recipe of MiniLM. A row with
+  no real token averages to 0 (not NaN).
+  """
+  if kind == "cls":
+    return output.last_hidden_state[:, 0].astype(jnp.float32)
+  if kind == "pooler":
+    return output.pooler_output.astype(jnp.float32)
+  if kind == "mean":
+    h = output.last_hidden_state.astype(jnp.float32)
+    w = (attention_mask > 0).astype(jnp.float32)[..., None]
+    return jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+  raise ValueError(f"model.pooling must be one of {POOLING_KINDS}, got {kind!r}")
+
+
+class CrossEncoderRecommender(nnx.Module):
+  """BERT over the example text -> pooled h -> rating head and (through GRL) discriminator."""
+
+  kind = "cross_encoder"
+
+  def __init__(self, encoder: bert_lib.BertModel, *, pooling: str = "cls",
+               rating_hidden: tuple[int, ...] = (256,), rating_output: str = "regression",
+               rating_dropout: float = 0.1, discriminator_hidden: tuple[int, ...] = (256,),
+               discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
+               rngs: nnx.Rngs):
+    if pooling not in POOLING_KINDS:
+      raise ValueError(f"model.pooling must be one of {POOLING_KINDS}, got {pooling!r}")
+    cfg = encoder.config
+    hidden = cfg.hidden_size
+    self.pooling = pooling
+    self.encoder = encoder
+    # Heads compute in the encoder's dtype but return float32 (heads.py), so losses stay exact.
+    self.rating_head = heads_lib.RatingHead(
+        hidden, tuple(rating_hidden), output=rating_output, dropout=rating_dropout,
+        dtype=cfg.dtype, rngs=rngs)
+    self.discriminator = heads_lib.DomainDiscriminator(
+        hidden, tuple(discriminator_hidden), dropout=discriminator_dropout,
+        reverse=reverse_gradient, dtype=cfg.dtype, rngs=rngs)
+
+  @property
+  def rating_output(self) -> str:
+    return self.rating_head.output
+
+  def encode(self, batch: Mapping[str, jax.Array], *, deterministic: bool = True) -> jax.Array:
+    """The pooled feature vector h: [B, H] float32."""
+    out = self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                       deterministic=deterministic)
+    return pool(self.pooling, out, batch["attention_mask"])
+
+  def __call__(self, batch: Mapping[str, jax.Array], lam: jax.typing.ArrayLike = 0.0, *,
+               deterministic: bool = True) -> dict[str, jax.Array]:
+    """batch: 'input_ids', 'attention_mask' [B, L] (+ optional 'token_type_ids'); lam: GRL scale."""
+    h = self.encode(batch, deterministic=deterministic)
+    return {
+        "features": h,
+        "rating": self.rating_head(h, deterministic=deterministic),
+        "domain_logit": self.discriminator(h, lam, deterministic=deterministic),
+    }
+
+
+def predict_rating(out: Mapping[str, jax.Array], rating_output: str) -> jax.Array:
+  """The head's output mapped to [0, 1] (a probability for 'logit' heads)."""
+  return jax.nn.sigmoid(out["rating"]) if rating_output == "logit" else out["rating"]
+
+
+# ---------------------------------------------------------------------------- builders
+
+_RANDOM_ENCODER_KEYS = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                        "intermediate_size", "max_position_embeddings")
+
+
+def _set_dropout(encoder: bert_lib.BertModel, hidden: float, attention: float) -> None:
+  """Sets the dropout rates of a built BERT (and its config) in place."""
+  for path, node in nnx.iter_graph(encoder):
+    if isinstance(node, nnx.Dropout):
+      node.rate = attention if "attention_dropout" in path else hidden
+  encoder.config = dataclasses.replace(encoder.config, hidden_dropout_prob=hidden,
+                                       attention_probs_dropout_prob=attention)
+
+
+def build_encoder(cfg: Any, *, rngs: nnx.Rngs) -> bert_lib.BertModel:
+  """The BERT encoder from `config.model.encoder`.
+
+  init='pretrained': an HF BERT directory (`path`, '' = the packaged all-MiniLM-L6-v2), keeping
+  the first `num_layers` layers (0 = all); the size fields of the config are then ignored (the
+  checkpoint's config.json decides). init='random': a freshly initialised BERT with the sizes
+  given in the config (use vocab_size 30522 so the real tokenizer's ids are valid). Dropout
+  rates, compute dtype and remat apply to both.
+  """
+  from crossrec_jax.models import hf_import  # pylint: disable=g-import-not-at-top
+
+  hidden, attention = float(cfg.hidden_dropout_prob), float(cfg.attention_probs_dropout_prob)
+  if cfg.init == "pretrained":
+    # Dropout is set after loading: `load_pretrained(..., hidden_dropout_prob=...)` collides
+    # with the same field read from config.json in BertConfig.from_hf_dict.
+    encoder = hf_import.load_pretrained(cfg.path or None, num_layers=int(cfg.num_layers) or None,
+                                        dtype=cfg.dtype, remat=bool(cfg.remat), rngs=rngs)
+    _set_dropout(encoder, hidden, attention)
+    return encoder
+  if cfg.init == "random":
+    sizes = {k: int(cfg[k]) for k in _RANDOM_ENCODER_KEYS}
+    return bert_lib.BertModel(bert_lib.BertConfig(
+        **sizes, dtype=cfg.dtype, remat=bool(cfg.remat), hidden_dropout_prob=hidden,
+        attention_probs_dropout_prob=attention), rngs=rngs)
+  raise ValueError(f"model.encoder.init must be 'pretrained' or 'random', got {cfg.init!r}")
+
+
+def _build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
+  return CrossEncoderRecommender(
+      build_encoder(cfg.encoder, rngs=rngs), pooling=cfg.pooling,
+      rating_hidden=tuple(cfg.rating_head.hidden), rating_output=cfg.rating_head.output,
+      rating_dropout=float(cfg.rating_head.dropout),
+      discriminator_hidden=tuple(cfg.discriminator.hidden),
+      discriminator_dropout=float(cfg.discriminator.dropout),
+      reverse_gradient=bool(cfg.discriminator.reverse_gradient), rngs=rngs)
+
+
+# model.kind -> builder(config.model, rngs=...). The bi-encoder adds itself here.
+RECOMMENDER_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
+    "cross_encoder": _build_cross_encoder,
+}
+
+
+def build_recommender(cfg: Any, *, rngs: nnx.Rngs) -> nnx.Module:
+  """A recommender from `config.model` (a ConfigDict); `cfg.kind` picks the architecture."""
+  builder = RECOMMENDER_BUILDERS.get(cfg.kind)
+  if builder is None:
+    planned = " ('bi_encoder' is planned but not built yet)" if cfg.kind == "bi_encoder" else ""
+    raise ValueError(f"model.kind={cfg.kind!r} is not available{planned}; available: "
+                     f"{sorted(RECOMMENDER_BUILDERS)}")
+  return builder(cfg, rngs=rngs)
