@@ -1,14 +1,17 @@
 """Forward throughput of the packaged encoder: our JAX/NNX BertModel vs PyTorch transformers.
 
 Not an experiment config (no get_config): a benchmark script. Both models get the same token
-arrays (real text, padded to --seq), run back to back in one process, warm-up excluded; we
-report the median over --repeats timed forwards (JAX: jitted, block_until_ready; torch:
-inference_mode with every available thread).
+arrays (real text, padded to --seq) in one process; warm-up excluded; timed forwards alternate
+between implementations round by round (so load from other processes hits both alike); we
+report the median of --repeats (JAX: jitted, block_until_ready; torch: inference_mode with
+every available thread).
 
-  python experiments/bench_encoder.py [--batch 32] [--seq 128] [--repeats 10] [--out FILE.json]
+  python experiments/bench_encoder.py [--batch 32] [--seq 128] [--repeats 10] [--bf16]
+      [--no-torch] [--out FILE.json]
 
-Measured (2-core CPU, jax 0.10.2, torch 2.13.0, batch 32 x seq 128, float32): see the report in
-the commit adding this file; rerun to reproduce on your machine.
+Measured with `--bf16 --repeats 20` on a shared 2-core CPU (load average ~8 from other jobs, so
+absolute numbers are contention-bound; the ratio is the useful part), jax 0.10.2, torch 2.13.0:
+JAX float32 8.8 examples/s, JAX bfloat16 8.5, torch float32 (sdpa) 6.9.
 """
 
 from __future__ import annotations
@@ -36,18 +39,23 @@ _TEXTS = [
 ]
 
 
-def _time(fn, repeats: int, warmup: int) -> list[float]:
-  for _ in range(warmup):
-    fn()
-  times = []
+def _time_interleaved(fns: dict, repeats: int, warmup: int) -> dict[str, list[float]]:
+  """Times each fn `repeats` times, alternating between them round by round, so that load
+  from other processes on a shared machine hits every implementation alike."""
+  for fn in fns.values():
+    for _ in range(warmup):
+      fn()
+  times = {name: [] for name in fns}
   for _ in range(repeats):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
+    for name, fn in fns.items():
+      start = time.perf_counter()
+      fn()
+      times[name].append(time.perf_counter() - start)
   return times
 
 
-def bench_jax(inputs: dict[str, np.ndarray], repeats: int, warmup: int, dtype) -> list[float]:
+def jax_forward(inputs: dict[str, np.ndarray], dtype):
+  """A no-argument callable running the jitted (functional) forward to completion."""
   graphdef, state = nnx.split(hf_import.load_pretrained(dtype=dtype))
 
   @jax.jit
@@ -55,10 +63,11 @@ def bench_jax(inputs: dict[str, np.ndarray], repeats: int, warmup: int, dtype) -
     return nnx.merge(graphdef, state)(input_ids, attention_mask, token_type_ids).pooler_output
 
   args = [jnp.asarray(inputs[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
-  return _time(lambda: forward(state, *args).block_until_ready(), repeats, warmup)
+  return lambda: forward(state, *args).block_until_ready()
 
 
-def bench_torch(inputs: dict[str, np.ndarray], repeats: int, warmup: int) -> tuple[list[float], str]:
+def torch_forward(inputs: dict[str, np.ndarray]):
+  """(callable, note) for the PyTorch reference under inference_mode, all CPU threads."""
   import torch  # pylint: disable=g-import-not-at-top  (optional: only the reference)
   import transformers  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(os.cpu_count() or 1)
@@ -70,7 +79,8 @@ def bench_torch(inputs: dict[str, np.ndarray], repeats: int, warmup: int) -> tup
     with torch.inference_mode():
       model(**tensors)
 
-  return _time(forward, repeats, warmup), model.config._attn_implementation
+  note = f"attn {model.config._attn_implementation}, {torch.get_num_threads()} threads"
+  return forward, note
 
 
 def main() -> None:
@@ -88,23 +98,23 @@ def main() -> None:
   texts = [_TEXTS[i % len(_TEXTS)] for i in range(args.batch)]
   inputs = dict(tokenizer(texts, padding="max_length", truncation=True, max_length=args.seq,
                           return_tensors="np"))
-  rows = []
-  def add(name, times, note=""):
-    med = statistics.median(times)
-    rows.append({"impl": name, "median_s": med, "examples_per_s": args.batch / med,
-                 "min_s": min(times), "max_s": max(times), "note": note})
-
-  add("jax float32 (jit)", bench_jax(inputs, args.repeats, args.warmup, jnp.float32),
-      f"backend {jax.default_backend()}")
+  backend = f"backend {jax.default_backend()}"
+  fns, notes = {"jax float32 (jit)": jax_forward(inputs, jnp.float32)}, {}
+  notes["jax float32 (jit)"] = backend
   if args.bf16:
-    add("jax bfloat16 (jit)", bench_jax(inputs, args.repeats, args.warmup, jnp.bfloat16),
-        f"backend {jax.default_backend()}")
+    fns["jax bfloat16 (jit)"] = jax_forward(inputs, jnp.bfloat16)
+    notes["jax bfloat16 (jit)"] = backend
   versions = {"jax": jax.__version__}
   if not args.no_torch:
     import torch  # pylint: disable=g-import-not-at-top
-    times, attn = bench_torch(inputs, args.repeats, args.warmup)
-    add("torch float32 (inference_mode)", times, f"attn {attn}, {torch.get_num_threads()} threads")
+    name = "torch float32 (inference_mode)"
+    fns[name], notes[name] = torch_forward(inputs)
     versions["torch"] = torch.__version__
+  rows = []
+  for name, times in _time_interleaved(fns, args.repeats, args.warmup).items():
+    med = statistics.median(times)
+    rows.append({"impl": name, "median_s": med, "examples_per_s": args.batch / med,
+                 "min_s": min(times), "max_s": max(times), "note": notes[name]})
 
   machine = {"platform": platform.platform(), "processor": platform.processor() or "?",
              "cpu_count": os.cpu_count(), "devices": [str(d) for d in jax.devices()], **versions}
