@@ -1,0 +1,174 @@
+"""The shared base config of every experiment: data, model, optimiser, train loop; presets.
+
+Experiment files (`experiments/NAME.py`) call `base_config(preset)` and set `config.phases`, a
+list of phase dicts made with `phase(...)`. Presets:
+
+  * 'tiny' -- tests and CI: a few hundred examples from a few users, a random 2-layer BERT
+    (hidden 64) over the real tokenizer's vocabulary, one length bucket (one compile), tens of
+    steps. Runs end to end in well under a minute on a 2-core CPU.
+  * 'cpu'  -- a real but small run on a laptop CPU: the pretrained all-MiniLM-L6-v2 truncated to
+    2 layers, a few thousand examples, hundreds of steps.
+  * 'gpu'  -- the full default pair (every user and example), the 6-layer MiniLM, bfloat16
+    compute, thousands of steps.
+
+Every field can be overridden on the command line (`--config.train.seed=1`,
+`--config.phases[0].steps=50`); unknown keys are errors (main.py locks the config).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+
+PRESETS = ("tiny", "cpu", "gpu")
+GROUPS = ("encoder", "rating_head", "discriminator")
+ALIGNMENTS = ("none", "dann", "mmd", "coral")
+PHASE_KEYS = ("name", "steps", "weights", "lr", "frozen", "alignment", "alignment_options",
+              "gamma", "lambda_max", "reset_optimizer")
+
+
+def phase(name: str, steps: int, *, source: Any = 0.0, target: Any = 0.0, domain: Any = 0.0,
+          alignment: str = "none", lr: dict[str, float] | None = None,
+          frozen: tuple[str, ...] = (), gamma: float = 10.0, lambda_max: float = 1.0,
+          reset_optimizer: bool = True,
+          alignment_options: dict[str, Any] | None = None) -> ml_collections.ConfigDict:
+  """One training phase (see trainer.py).
+
+  Args:
+    name: shown in logs, metrics and errors.
+    steps: train steps of the phase.
+    source, target, domain: loss weights: a number or a schedule spec (`schedules.py`), e.g.
+      {'kind': 'linear', 'init_value': 0., 'end_value': 1., 'transition_steps': 100}.
+    alignment: 'none', 'dann' (discriminator behind gradient reversal), 'mmd' or 'coral'.
+    lr: peak learning rate per optimiser group, overriding `config.optimizer.<group>.lr`.
+    frozen: optimiser groups not updated in this phase (e.g. ('encoder',)).
+    gamma, lambda_max: the DANN ramp lam(p) = lambda_max (2 / (1 + exp(-gamma p)) - 1).
+    reset_optimizer: a fresh optimiser state for this phase (else the previous phase's one is
+      kept; that needs the same frozen groups).
+    alignment_options: keyword options of the penalty (e.g. {'bandwidths': (1., 2.)} for mmd).
+  """
+  lr = dict(lr or {})
+  return ml_collections.ConfigDict({
+      "name": name, "steps": steps,
+      "weights": {"source": source, "target": target, "domain": domain},
+      "lr": {g: float(lr.get(g, 0.0)) for g in GROUPS},  # 0.0: the group's default lr
+      "frozen": tuple(frozen), "alignment": alignment,
+      "alignment_options": dict(alignment_options or {}),
+      "gamma": float(gamma), "lambda_max": float(lambda_max),
+      "reset_optimizer": bool(reset_optimizer),
+  })
+
+
+def _random_encoder(**sizes: int) -> dict[str, Any]:
+  return dict(init="random", path="", num_layers=0, dtype="float32", remat=False,
+              hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, vocab_size=30522,
+              **sizes)
+
+
+def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+  """The base config of `preset` ('tiny' | 'cpu' | 'gpu'); `phases` is left empty."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  c = ml_collections.ConfigDict()
+  c.preset = preset
+  c.seed = 0
+
+  # ---------------------------------------------------------------------------- data
+  c.data = ml_collections.ConfigDict(dict(
+      source="movielens_1m_to_100k",  # a `data.sources` registry name
+      data_dir="",          # real-data folder for shared-data sources ('' = auto)
+      cache_dir="",         # wheel + token cache ('' = $CROSSREC_CACHE or ~/.cache/crossrec_jax)
+      split="ratio",        # 'ratio' (temporal 80/10/10 per user) | 'loo' | 'random'
+      label_fraction=1.0,   # of target training rows whose rating is used
+      source_label_fraction=1.0,
+      template="default",   # `data.text` template
+      max_len=64, history_len=2,
+      buckets=(64,),
+      batch_size=16,        # per domain and step (global, all devices)
+      target_batch_size=0,  # 0 = batch_size
+      eval_batch_size=64,
+      # Subsampling (0 = all): users drawn per domain first (their histories stay complete),
+      # then examples drawn per set; deterministic from `seed`, reported in final_metrics.json.
+      users=dict(source=40, target=40),
+      max_examples=dict(source_train=512, target_train=256, target_valid=128, target_test=128),
+      use_tfds=False,       # materialise prepared examples as a TFDS array_record dataset
+      tfds_dir="",          # '' = <cache_dir>/tfds
+      worker_count=0, window=32, pair_window=128,
+  ))
+
+  # ---------------------------------------------------------------------------- model
+  c.model = ml_collections.ConfigDict(dict(
+      kind="cross_encoder",  # 'bi_encoder' is planned (DESIGN.md)
+      pooling="cls",         # 'cls' | 'pooler' | 'mean'
+      encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=128, max_position_embeddings=64),
+      rating_head=dict(hidden=(64,), output="regression", dropout=0.1),
+      discriminator=dict(hidden=(64,), dropout=0.1, reverse_gradient=True),
+  ))
+
+  # ---------------------------------------------------------------------------- optimiser
+  # Per group AdamW (`train.optim.GroupConfig`). decay_steps 0 = the phase's length.
+  def group(lr: float, warmup: int, decay: str = "linear") -> dict[str, Any]:
+    return dict(lr=lr, warmup_steps=warmup, decay=decay, decay_steps=0, end_lr_factor=0.0,
+                weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8)
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      encoder=group(1e-3, 0), rating_head=group(1e-3, 0), discriminator=group(1e-3, 0),
+      max_grad_norm=1.0))
+
+  # ---------------------------------------------------------------------------- train loop
+  c.train = ml_collections.ConfigDict(dict(
+      log_every=5,              # host sync + NaN check + metrics.jsonl line
+      eval_every=0,             # target-valid evaluation inside a phase (0: at phase ends only)
+      checkpoint_every=10,      # plus one at the end of every phase
+      keep_checkpoints=2,
+      check_finite_every_step=False,  # sync every step to stop at the first NaN
+      dropout_rng_impl="rbg",
+      final_eval=("target_valid", "target_test"),
+      progress_bar=True,
+      tensorboard=True,
+      compilation_cache_dir="",  # persistent XLA cache ('' = off)
+  ))
+  c.phases = []
+
+  if preset == "cpu":
+    c.data.update(dict(max_len=96, history_len=3, buckets=(64, 96), batch_size=32,
+                       users=dict(source=300, target=300),
+                       max_examples=dict(source_train=20000, target_train=5000,
+                                         target_valid=1000, target_test=1000)))
+    c.model.encoder = dict(init="pretrained", path="", num_layers=2, dtype="float32", remat=False,
+                           hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1,
+                           vocab_size=30522, hidden_size=384, num_hidden_layers=2,
+                           num_attention_heads=12, intermediate_size=1536,
+                           max_position_embeddings=512)
+    c.model.rating_head.hidden = (256,)
+    c.model.discriminator.hidden = (256,)
+    c.optimizer.encoder.update(dict(lr=5e-5, warmup_steps=50))
+    c.optimizer.rating_head.update(dict(lr=1e-3, warmup_steps=50))
+    c.optimizer.discriminator.update(dict(lr=1e-3, warmup_steps=50))
+    c.train.update(dict(log_every=25, eval_every=250, checkpoint_every=250))
+  elif preset == "gpu":
+    c.data.update(dict(max_len=128, history_len=5, buckets=(64, 96, 128), batch_size=64,
+                       eval_batch_size=256, users=dict(source=0, target=0),
+                       max_examples=dict(source_train=0, target_train=0, target_valid=0,
+                                         target_test=0),
+                       use_tfds=True, worker_count=2))
+    c.model.encoder = dict(init="pretrained", path="", num_layers=0, dtype="bfloat16",
+                           remat=False, hidden_dropout_prob=0.1,
+                           attention_probs_dropout_prob=0.1, vocab_size=30522, hidden_size=384,
+                           num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536,
+                           max_position_embeddings=512)
+    c.model.rating_head.hidden = (256,)
+    c.model.discriminator.hidden = (256,)
+    c.optimizer.encoder.update(dict(lr=5e-5, warmup_steps=500))
+    c.optimizer.rating_head.update(dict(lr=1e-3, warmup_steps=500))
+    c.optimizer.discriminator.update(dict(lr=1e-3, warmup_steps=500))
+    c.train.update(dict(log_every=100, eval_every=2000, checkpoint_every=2000,
+                        keep_checkpoints=3, progress_bar=False))
+  return c
+
+
+def steps_for(preset: str, tiny: int, cpu: int, gpu: int) -> int:
+  """A phase length per preset."""
+  return {"tiny": tiny, "cpu": cpu, "gpu": gpu}[preset]

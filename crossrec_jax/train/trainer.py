@@ -1,0 +1,424 @@
+"""The training loop: the config's phases in order, with evaluation, logging and checkpoints.
+
+    final = train_and_evaluate(config, workdir)
+
+Each phase (`config.phases[i]`, see `config_base.phase`) gets its own optimiser (per-group
+learning rates, frozen groups), loss-weight and lambda schedules and one compiled train step;
+parameters carry over from phase to phase, the optimiser state only with `reset_optimizer=False`.
+
+Outputs in `workdir`: `metrics.jsonl` (one JSON line per log interval and per evaluation),
+TensorBoard event files under `tensorboard/`, orbax checkpoints under `checkpoints/` (every
+`train.checkpoint_every` steps and at the end of every phase), `config.json`, and
+`final_metrics.json`. Running again with the same workdir resumes from the newest checkpoint:
+the phase, the step within it, the data iterator position and the RNG, so that on CPU the final
+parameters are bitwise those of an uninterrupted run (tests/test_resume.py).
+
+A non-finite loss (or gradient / parameter norm) stops the run with `NonFiniteLossError` naming
+the phase and step. The host
+looks at the metrics every `train.log_every` steps (every step with
+`train.check_finite_every_step`) and always before writing a checkpoint, so no checkpoint ever
+holds a state that followed a NaN: the newest checkpoint is the last good one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import pathlib
+import time
+from typing import Any, Callable, Protocol
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from crossrec_jax import config_base
+from crossrec_jax.data import prepare as prepare_lib
+from crossrec_jax.eval import metrics as metrics_lib
+from crossrec_jax.models import recommender as recommender_lib
+from crossrec_jax.train import checkpoint as checkpoint_lib
+from crossrec_jax.train import losses
+from crossrec_jax.train import optim
+from crossrec_jax.train import schedules
+from crossrec_jax.train import state as state_lib
+from crossrec_jax.train import step as step_lib
+
+__all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "validate_phases",
+           "phase_optimizer", "phase_uses", "evaluate", "MetricWriter", "train_and_evaluate"]
+
+_log = logging.getLogger(__name__)
+# train.* keys that do not change the trajectory: a resumed run may change them.
+RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
+                "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
+                "compilation_cache_dir")
+# Metrics averaged over a log interval; the others (lambda, weights, lrs) are logged as of its end.
+_AVERAGED = ("loss", "rmse", "domain_acc", "grad_norm", "n_labelled")
+# Checked every flush: a finite loss with overflowed parameters (param_norm inf) is caught at the
+# step that produced them, before they reach a checkpoint.
+_FINITE = ("loss", "grad_norm", "param_norm")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The loss became NaN or infinite; the message names the phase, the step and the checkpoint."""
+
+
+class Partitioner(Protocol):
+  """Hook for `train/sharding.py`: where the state and batches live. None = one device."""
+
+  def state_sharding(self, abstract_state: Any) -> Any: ...
+  def batch_sharding(self) -> Any: ...
+  def put_batch(self, batch: Any) -> Any: ...
+
+
+# ---------------------------------------------------------------------------- config helpers
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  """sha256 of the config minus `RUNTIME_KEYS` (what a resumed run must not change)."""
+  d = config.to_dict()
+  d["train"] = {k: v for k, v in d.get("train", {}).items() if k not in RUNTIME_KEYS}
+  return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+  if isinstance(d, dict):
+    out = {}
+    for k, v in d.items():
+      out.update(_flat(v, f"{prefix}{k}."))
+    return out
+  if isinstance(d, (list, tuple)) and any(isinstance(v, dict) for v in d):
+    out = {}
+    for i, v in enumerate(d):
+      out.update(_flat(v, f"{prefix[:-1]}[{i}]."))
+    return out
+  return {prefix[:-1]: d}
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+  a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
+  return sorted(k for k in set(a) | set(b)
+                if a.get(k) != b.get(k) and not any(k == f"train.{r}" for r in RUNTIME_KEYS))
+
+
+def validate_phases(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The phases, checked: unknown keys, groups and alignments are errors naming `phases[i].key`."""
+  phases = list(config.phases)
+  if not phases:
+    raise ValueError("config.phases is empty: an experiment must define at least one phase")
+  names = set()
+  for i, p in enumerate(phases):
+    where = f"phases[{i}]"
+    if not isinstance(p, ml_collections.ConfigDict):
+      raise ValueError(f"{where} must be a ConfigDict (use config_base.phase(...)), got {type(p)}")
+    unknown = sorted(set(p.keys()) - set(config_base.PHASE_KEYS))
+    if unknown:
+      raise ValueError(f"{where}: unknown key(s) {[f'{where}.{k}' for k in unknown]}; "
+                       f"allowed: {list(config_base.PHASE_KEYS)}")
+    missing = sorted(set(config_base.PHASE_KEYS) - set(p.keys()))
+    if missing:
+      raise ValueError(f"{where}: missing key(s) {missing} (build phases with config_base.phase)")
+    if p.name in names:
+      raise ValueError(f"{where}.name: duplicate phase name {p.name!r}")
+    names.add(p.name)
+    if not isinstance(p.steps, int) or p.steps < 1:
+      raise ValueError(f"{where}.steps must be a positive int, got {p.steps!r}")
+    for key, allowed in (("weights", ("source", "target", "domain")),
+                         ("lr", config_base.GROUPS)):
+      extra = sorted(set(p[key].keys()) - set(allowed))
+      if extra:
+        raise ValueError(f"{where}.{key}: unknown key(s) {extra}; allowed: {list(allowed)}")
+    bad = sorted(set(p.frozen) - set(config_base.GROUPS))
+    if bad:
+      raise ValueError(f"{where}.frozen: unknown group(s) {bad}; groups: {list(config_base.GROUPS)}")
+    try:
+      losses.make_alignment(p.alignment, **p.alignment_options.to_dict())
+    except ValueError as e:
+      raise ValueError(f"{where}.alignment: {e}") from None
+    for k in ("source", "target", "domain"):
+      schedules.loss_weight_schedule(p.weights[k], name=f"{where}.weights.{k}")
+    if not any(not _is_zero(p.weights[k]) for k in ("source", "target", "domain")):
+      raise ValueError(f"{where}.weights: every loss weight is 0, the phase would train nothing")
+  return phases
+
+
+def _is_zero(spec: Any) -> bool:
+  return isinstance(spec, (int, float)) and not isinstance(spec, bool) and spec == 0
+
+
+def phase_uses(phase: ml_collections.ConfigDict) -> tuple[bool, bool]:
+  """(use_source, use_target): a side is skipped when its weight is a constant 0 and the
+  phase aligns nothing."""
+  align = phase.alignment != "none" and not _is_zero(phase.weights.domain)
+  return (align or not _is_zero(phase.weights.source),
+          align or not _is_zero(phase.weights.target))
+
+
+def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.ConfigDict,
+                    labels: Any, where: str) -> optim.Optimizer:
+  """The phase's per-group AdamW: `config.optimizer` with the phase's lrs and frozen groups."""
+  groups = {}
+  for g in config_base.GROUPS:
+    d = config.optimizer[g].to_dict()
+    if phase.lr[g] > 0:
+      d["lr"] = float(phase.lr[g])
+    if d["decay"] == "constant":
+      d["decay_steps"] = None
+    elif not d["decay_steps"]:
+      d["decay_steps"] = int(phase.steps)
+    d["frozen"] = g in phase.frozen
+    groups[g] = optim.GroupConfig.from_dict(d, where=f"optimizer.{g} (in {where})")
+  return optim.make_optimizer(labels, groups, max_grad_norm=config.optimizer.max_grad_norm or None)
+
+
+# ---------------------------------------------------------------------------- metrics output
+
+class MetricWriter:
+  """Appends metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard event files."""
+
+  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True):
+    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
+    self._tb = None
+    if tensorboard:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      self._tb = SummaryWriter(str(workdir / "tensorboard"))
+
+  def write(self, split: str, global_step: int, info: dict[str, Any],
+            scalars: dict[str, float]) -> None:
+    line = {"split": split, "global_step": int(global_step), **info,
+            **{k: float(v) for k, v in scalars.items()}}
+    self._jsonl.write(json.dumps(line) + "\n")
+    self._jsonl.flush()
+    if self._tb is not None:
+      for k, v in scalars.items():
+        self._tb.add_scalar(f"{split}/{k}", float(v), int(global_step))
+
+  def close(self) -> None:
+    self._jsonl.close()
+    if self._tb is not None:
+      self._tb.close()
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
+             scale: Any, put: Callable[[Any], Any] = lambda b: b) -> dict[str, float]:
+  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`."""
+  preds, truth = [], []
+  for batch in batches:
+    out = jax.device_get(eval_step(params, put(batch)))
+    valid = np.asarray(batch["valid"]) > 0
+    preds.append(np.asarray(out["rating"])[valid])
+    truth.append(np.asarray(batch["rating"])[valid])
+  pred, true = np.concatenate(preds), np.concatenate(truth)
+  result = {"n": float(len(pred))}
+  if scale.implicit:  # every row is a positive: rating errors mean nothing (see eval/evaluate.py)
+    result["mean_prediction"] = float(pred.mean())
+    return result
+  pred = scale.denormalise(pred)
+  result.update(rmse=metrics_lib.rmse(pred, true), mae=metrics_lib.mae(pred, true))
+  return result
+
+
+# ---------------------------------------------------------------------------- the loop
+
+def _meta(phase_index: int, phase: Any, step: int, global_step: int, data_state: Any,
+          phase_results: list[dict[str, Any]], chash: str,
+          config: ml_collections.ConfigDict) -> dict[str, Any]:
+  return {"phase_index": phase_index, "phase_name": phase.name, "step": step,
+          "global_step": global_step, "data_state": {k: int(v) for k, v in data_state.items()},
+          "phase_results": phase_results, "config_hash": chash,
+          "config": json.loads(config.to_json_best_effort())}
+
+
+def _reduce(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
+  out = {}
+  for k in pending[-1]:
+    if k.startswith(_AVERAGED):
+      out[k] = float(np.mean([m[k] for m in pending]))
+    else:
+      out[k] = float(pending[-1][k])
+  return out
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
+                       partitioner: Partitioner | None = None,
+                       data: prepare_lib.PreparedData | None = None) -> dict[str, Any]:
+  """Runs (or resumes) every phase of `config` in `workdir`; returns the final metrics.
+
+  `partitioner` places state and batches on a mesh (train/sharding.py); None = one device.
+  `data` reuses already prepared data (tests, notebooks); default `prepare_data(config)`.
+  """
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  tc = config.train
+  if tc.compilation_cache_dir:
+    jax.config.update("jax_compilation_cache_dir", str(tc.compilation_cache_dir))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  phases = validate_phases(config)
+  chash = config_hash(config)
+  seed = int(config.seed)
+  t_start = time.time()
+
+  # ---------------------------------------------------------------------- checkpoints, resume
+  ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints))
+  resume_step = ckpt.latest_step()
+  meta = None
+  if resume_step is not None:
+    meta = ckpt.restore_meta(resume_step)
+    if meta["config_hash"] != chash:
+      diff = _config_diff(meta.get("config", {}), json.loads(config.to_json_best_effort()))
+      raise ValueError(f"{workdir} holds a run with another config (differing keys: {diff}); "
+                       "resume with the same config, or use a new --workdir")
+    _log.info("resuming from checkpoint %d: phase %d (%s), step %d", resume_step,
+              meta["phase_index"], meta["phase_name"], meta["step"])
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+  # ---------------------------------------------------------------------- data and model
+  if data is None:
+    data = prepare_lib.prepare_data(config)
+  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(seed))
+  rating_output = model.rating_output
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  del model  # its arrays are donated by the first step; only the split parts live on
+  labels = optim.label_params(params)
+  put = partitioner.put_batch if partitioner is not None else (lambda b: b)
+  batch_sharding = partitioner.batch_sharding() if partitioner is not None else None
+  eval_step = step_lib.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output,
+                                      batch_sharding=batch_sharding)
+  writer = MetricWriter(workdir, tensorboard=bool(tc.tensorboard))
+  _log.info("model: %s, %d parameters", config.model.kind, state_lib.tree_size(params))
+
+  # ---------------------------------------------------------------------- phases
+  prev_opt_state, prev_opt_step = None, 0
+  global_step = 0
+  phase_results = list(meta.get("phase_results", [])) if meta is not None else []
+  try:
+    for p_i, phase in enumerate(phases):
+      where = f"phases[{p_i}] ({phase.name!r})"
+      if meta is not None and p_i < meta["phase_index"]:
+        global_step += phase.steps
+        continue
+      # ---------------------------------------------------------------- phase setup
+      opt = phase_optimizer(config, phase, labels, where)
+      use_source, use_target = phase_uses(phase)
+      carry = not phase.reset_optimizer and p_i > 0
+      if carry and prev_opt_state is not None:
+        fresh = jax.eval_shape(opt.tx.init, params)
+        if jax.tree.structure(fresh) != jax.tree.structure(prev_opt_state):
+          raise ValueError(f"{where}.reset_optimizer=False, but its optimiser (frozen groups "
+                           f"{list(phase.frozen)}) differs from the previous phase's; reset it")
+      state = state_lib.init_train_state(
+          params, opt.tx, state_lib.make_rng(seed, p_i, impl=tc.dropout_rng_impl), rest,
+          opt_state=prev_opt_state if carry else None, opt_step=prev_opt_step if carry else 0)
+      state_sharding = None
+      if partitioner is not None:
+        state_sharding = partitioner.state_sharding(jax.eval_shape(lambda s=state: s))
+      step, data_state = 0, None
+      if meta is not None and p_i == meta["phase_index"]:
+        target = checkpoint_lib.abstract_like(jax.eval_shape(lambda s=state: s), state_sharding)
+        state = ckpt.restore_state(resume_step, target)
+        step, data_state = int(meta["step"]), meta["data_state"]
+        meta = None
+      elif state_sharding is not None:
+        state = jax.device_put(state, state_sharding)
+      weights = {k: schedules.loss_weight_schedule(phase.weights[k], name=f"{where}.weights.{k}")
+                 for k in ("source", "target", "domain")}
+      train_step = step_lib.make_train_step(
+          graphdef, rng_state, opt, weights=weights,
+          lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
+          alignment=losses.make_alignment(phase.alignment, **phase.alignment_options.to_dict()),
+          rating_output=rating_output, use_source=use_source, use_target=use_target,
+          rng_impl=tc.dropout_rng_impl, state_sharding=state_sharding,
+          batch_sharding=batch_sharding)
+      batches = data.train_batches(use_source=use_source, use_target=use_target, seed=seed + p_i)
+      if data_state is not None:
+        batches.set_state(data_state)
+      info = {"phase": phase.name, "phase_index": p_i}
+      examples_per_step = (data.batch_size * use_source + data.target_batch_size * use_target)
+
+      # ---------------------------------------------------------------- train loop
+      pending: list[tuple[int, Any]] = []
+      last_flush = (time.time(), step)
+      progress = _progress(phase, step, bool(tc.progress_bar))
+
+      def flush() -> None:
+        nonlocal pending, last_flush
+        if not pending:
+          return
+        host = jax.device_get([m for _, m in pending])
+        for (s, _), m in zip(pending, host):
+          bad = [k for k in _FINITE if not math.isfinite(float(m[k]))]
+          if bad:
+            good = ckpt.latest_step()
+            raise NonFiniteLossError(
+                f"non-finite {', '.join(bad)} in {where} at step {s} of {phase.steps} "
+                f"(global step {global_step + s}): "
+                f"{ {k: float(v) for k, v in m.items() if k.startswith('loss') or k in bad} }. "
+                f"Training stopped; the last good checkpoint is "
+                f"{'none' if good is None else good} in {ckpt.directory}")
+        scalars = _reduce(host)
+        for side in ("source", "target"):  # batch RMSE back to the domain's own scale
+          if f"rmse_{side}" in scalars:
+            scale = data.scales[side]
+            scalars[f"rmse_{side}"] *= 0.0 if scale.implicit else (scale.high - scale.low)
+        now, s_end = time.time(), pending[-1][0]
+        rate = (s_end - last_flush[1]) / max(now - last_flush[0], 1e-9)
+        scalars.update(steps_per_sec=rate, examples_per_sec=rate * examples_per_step)
+        writer.write("train", global_step + s_end, {**info, "step": s_end}, scalars)
+        progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+        pending, last_flush = [], (now, s_end)
+
+      while step < phase.steps:
+        src, tgt = next(batches)
+        state, m = train_step(state, put(src), put(tgt))
+        step += 1
+        pending.append((step, m))
+        progress.update(1)
+        last = step == phase.steps
+        do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
+        do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
+        if tc.check_finite_every_step or step % tc.log_every == 0 or last or do_eval or do_ckpt:
+          flush()
+        if do_eval:
+          result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
+                            data.scales["target"], put)
+          writer.write("target_valid", global_step + step, {**info, "step": step}, result)
+        if do_ckpt:
+          ckpt.save(global_step + step, state,
+                    _meta(p_i, phase, step, global_step + step, batches.get_state(),
+                          phase_results, chash, config))
+      progress.close()
+      if hasattr(batches, "close"):
+        batches.close()
+      global_step += phase.steps
+
+      # ---------------------------------------------------------------- phase end
+      result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
+                        data.scales["target"], put)
+      writer.write("target_valid", global_step, {**info, "step": phase.steps}, result)
+      phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result})
+      _log.info("%s done: target_valid %s", where, result)
+      params, rest = state.params, state.rest
+      prev_opt_state, prev_opt_step = state.opt_state, state.opt_step
+
+    # ---------------------------------------------------------------------- final evaluation
+    ckpt.wait()
+    final: dict[str, Any] = {"global_step": global_step, "phases": phase_results}
+    for name in tc.final_eval:
+      final[name] = evaluate(eval_step, params, data.eval_batches(name), data.scale_of(name), put)
+      writer.write(name, global_step, {"phase": "final"}, final[name])
+    final["data"] = data.report
+    final["wall_s"] = time.time() - t_start
+    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))
+    return final
+  finally:
+    writer.close()
+    ckpt.close()
+
+
+def _progress(phase: Any, initial: int, enabled: bool):
+  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=phase.steps, initial=initial, desc=phase.name, disable=not enabled,
+              dynamic_ncols=True, leave=False)
