@@ -178,3 +178,13 @@ def test_evaluator_text_path_matches_the_oracle(tok):
     assert out[f"{which}/rmse"] == pytest.approx(0.0, abs=1e-5)
     assert out[f"{which}/HR@1"] == 1.0 and out[f"{which}/full/HR@1"] == 1.0
     assert out[f"{which}/n_ratings"] == len(split.rows(which)) and out[f"{which}/full/n_users"] == 2
+
+
+def test_proxy_a_distance_separable_and_not():
+  rng = np.random.default_rng(0)
+  same = evaluate.proxy_a_distance(rng.normal(size=(400, 8)), rng.normal(size=(400, 8)))
+  assert abs(same["pad"]) < 0.3 and 0.4 < same["domain_acc"] < 0.6
+  apart = evaluate.proxy_a_distance(rng.normal(size=(200, 8)), rng.normal(size=(200, 8)) + 3.0)
+  assert apart["pad"] > 1.9 and apart["domain_acc"] > 0.97
+  with pytest.raises(ValueError, match="feature sets"):
+    evaluate.proxy_a_distance(np.zeros((10, 3)), np.zeros((10, 4)))
