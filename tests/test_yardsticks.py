@@ -56,3 +56,15 @@ def test_title_prior_transfer_from_ml1m():
                          data.source)
   # The zero-shot title prior (no target label) already beats the bias model on 1% of the labels.
   assert zero["test/rmse"] < bias["test/rmse"]
+
+
+@pytest.mark.slow
+def test_bookcrossing_5core_p_rating_random():
+  from conftest import require_shared_data
+  from crossrec_jax.data import readers_bookcrossing
+  domain = readers_bookcrossing.read_bookcrossing(require_shared_data("bookcrossing"), kcore=5)
+  assert (domain.interactions.num_users, domain.num_items, len(domain.interactions)) == (6564, 8771, 110501)
+  split = splits.random_split(domain, seed=0)
+  plan = evaluate.make_plan(domain, split, evaluate.EvalSpec(which=("test",), num_negatives=0))
+  assert rb.run_baseline("global_mean", domain, split, plan)["test/rmse"] == pytest.approx(1.7807, abs=1e-3)
+  assert rb.run_baseline("bias", domain, split, plan)["test/rmse"] == pytest.approx(1.5587, abs=1e-3)
