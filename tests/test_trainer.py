@@ -123,6 +123,8 @@ def test_phase_uses_and_optimizer():
   assert trainer.phase_uses(src_only) == (True, False)
   assert trainer.phase_uses(dann) == (True, True)
   assert trainer.phase_uses(idle_align) == (False, True)
+  assert trainer.phase_alignment(idle_align).kind == "none"
+  assert trainer.phase_alignment(dann).uses_discriminator
   config = tiny()
   phase = config_base.phase("f", 10, target=1.0, lr={"rating_head": 0.5}, frozen=("encoder",))
   labels = {"encoder": {"w": "encoder"}, "rating_head": {"w": "rating_head"},

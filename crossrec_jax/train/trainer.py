@@ -47,7 +47,8 @@ from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
 __all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "validate_phases",
-           "phase_optimizer", "phase_uses", "evaluate", "MetricWriter", "train_and_evaluate"]
+           "phase_optimizer", "phase_alignment", "phase_uses", "evaluate", "MetricWriter",
+           "train_and_evaluate"]
 
 _log = logging.getLogger(__name__)
 # train.* keys that do not change the trajectory: a resumed run may change them.
@@ -147,10 +148,17 @@ def _is_zero(spec: Any) -> bool:
   return isinstance(spec, (int, float)) and not isinstance(spec, bool) and spec == 0
 
 
+def phase_alignment(phase: ml_collections.ConfigDict) -> losses.Alignment:
+  """The phase's alignment; 'none' when its domain weight is a constant 0 (nothing to compute)."""
+  if _is_zero(phase.weights.domain):
+    return losses.make_alignment("none")
+  return losses.make_alignment(phase.alignment, **phase.alignment_options.to_dict())
+
+
 def phase_uses(phase: ml_collections.ConfigDict) -> tuple[bool, bool]:
   """(use_source, use_target): a side is skipped when its weight is a constant 0 and the
   phase aligns nothing."""
-  align = phase.alignment != "none" and not _is_zero(phase.weights.domain)
+  align = phase_alignment(phase).kind != "none"
   return (align or not _is_zero(phase.weights.source),
           align or not _is_zero(phase.weights.target))
 
@@ -328,7 +336,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       train_step = step_lib.make_train_step(
           graphdef, rng_state, opt, weights=weights,
           lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
-          alignment=losses.make_alignment(phase.alignment, **phase.alignment_options.to_dict()),
+          alignment=phase_alignment(phase),
           rating_output=rating_output, use_source=use_source, use_target=use_target,
           rng_impl=tc.dropout_rng_impl, state_sharding=state_sharding,
           batch_sharding=batch_sharding)
