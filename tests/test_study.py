@@ -81,3 +81,21 @@ def test_run_config_applies_overrides_and_rejects_unknown_keys(tmp_path):
     study.run_config(config, "finetune", 0.1, 2, tmp_path)
   with pytest.raises(FileNotFoundError, match="no_such_method"):
     study.load_experiment("no_such_method", "cpu")
+
+
+@pytest.mark.slow
+def test_protocol_matches_the_trainers_own_rating_eval(tmp_path):
+  """The study's Evaluator and trainer.evaluate agree on RMSE/MAE over the same target test rows."""
+  from crossrec_jax.train import trainer
+  config = study.load_experiment("transfer_study", "tiny")
+  config.eval.update(dict(rating_rows=0, num_negatives=0, cold_start=False))
+  run = study.run_config(config, "target_only", 1.0, 0, tmp_path)
+  run.data.max_examples.target_test = 0  # every test row, as the Evaluator's plan
+  cell = study.Cell(config, 1.0, 0, run)
+  eval_step, params = study.initial_model(run)
+  ours = cell.evaluator(study.evaluate.score_fn_from_eval_step(eval_step, params))
+  theirs = trainer.evaluate(eval_step, params, cell.prepared.eval_batches("target_test"),
+                            cell.prepared.scales["target"])
+  assert ours["test/n_ratings"] == theirs["n"] == len(cell.split.test)
+  assert ours["test/rmse"] == pytest.approx(theirs["rmse"], rel=1e-5)
+  assert ours["test/mae"] == pytest.approx(theirs["mae"], rel=1e-5)
