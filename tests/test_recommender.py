@@ -108,8 +108,8 @@ def test_build_pretrained_truncated_matches_hf_import():
 
 def test_unknown_kinds_are_errors_naming_the_key():
   cfg = model_config()
-  cfg.kind = "bi_encoder"
-  with pytest.raises(ValueError, match="model.kind='bi_encoder'.*planned"):
+  cfg.kind = "graph_encoder"
+  with pytest.raises(ValueError, match="model.kind='graph_encoder' is not available.*cross_encoder"):
     recommender.build_recommender(cfg, rngs=nnx.Rngs(0))
   cfg = model_config(init="scratch")
   with pytest.raises(ValueError, match="model.encoder.init"):
