@@ -56,6 +56,8 @@ def test_rating_loss_goes_down_on_real_data(tmp_path, tiny_data):
   assert final["target_test"]["n"] == 128.0
   assert json.loads((tmp_path / "final_metrics.json").read_text())["global_step"] == 40
   assert (tmp_path / "checkpoints" / "40").is_dir()  # end-of-phase checkpoint
+  # One bucket length in the tiny preset: the 40 steps compiled the step exactly once.
+  assert final["phases"][0]["step_traces"] == 1
 
 
 def test_non_finite_loss_stops_with_phase_and_step(tmp_path, tiny_data):

@@ -406,7 +406,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
                         data.scales["target"], put)
       writer.write("target_valid", global_step, {**info, "step": phase.steps}, result)
-      phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result})
+      # Traces of this process's train step (one per bucket length seen; 0 when it resumed at
+      # the phase's end): a larger number means shapes are leaking into the compiled step.
+      phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result,
+                            "step_traces": train_step.num_traces})
       _log.info("%s done: target_valid %s", where, result)
       params, rest = state.params, state.rest
       prev_opt_state, prev_opt_step = state.opt_state, state.opt_step
