@@ -170,6 +170,8 @@ RECOMMENDER_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
 
 def build_recommender(cfg: Any, *, rngs: nnx.Rngs) -> nnx.Module:
   """A recommender from `config.model` (a ConfigDict); `cfg.kind` picks the architecture."""
+  if cfg.kind == "bi_encoder" and cfg.kind not in RECOMMENDER_BUILDERS:
+    from crossrec_jax.models import bi_encoder  # pylint: disable=g-import-not-at-top,unused-import  (registers itself)
   builder = RECOMMENDER_BUILDERS.get(cfg.kind)
   if builder is None:
     planned = " ('bi_encoder' is planned but not built yet)" if cfg.kind == "bi_encoder" else ""

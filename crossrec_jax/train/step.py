@@ -158,6 +158,10 @@ def make_train_step(graphdef: nnx.GraphDef, rng_state: nnx.State, optimizer: opt
   def loss_fn(params, rest, rng, batches, lam_t, w):
     # Fresh stream variables in this trace (dropout mutates their counters as it draws).
     model = nnx.merge(graphdef, params, reseed_streams(rng_state, rng), rest)
+    if getattr(model, "kind", None) == "bi_encoder":  # its own objective (models/bi_encoder.py)
+      total, aux = model.losses({side: batches[side] for side in sides}, lam_t, w,
+                                alignment=alignment, deterministic=False)
+      return total, (aux, nnx.split(model, nnx.Param, nnx.RngState, ...)[3])
     # One forward over src ++ tgt: one encoder graph to compile, bigger matmuls.
     joint = concat_batches([batches[side] for side in sides])
     out = model(joint, lam_t, deterministic=False)

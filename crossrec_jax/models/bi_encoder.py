@@ -1,0 +1,465 @@
+"""The bi-encoder recommender: an item tower over item text, a user tower over history item vectors.
+
+    item text --BERT (shared `encoder`)--> pooled t  [H]    (or the cached t: `item_text` table)
+    t --item_tower (standardise -> MLP -> + optional item-id embedding)--> v  [D]
+    history (v_1..v_K, ratings, positions) --user_tower (transformer layers, attention + mean
+    pooling, residual MLP)--> u  [D]
+    score(u, v) = u . v  ('dot')   or   cos(u, v)  ('cosine'; the loss divides by a temperature)
+    rating = rating_head([u, v, u * v])        domain_logit = discriminator(GRL_lam(u or v))
+
+Same attributes as the cross-encoder where they mean the same thing (`encoder`, `rating_head`,
+`discriminator`), so the optimiser groups, gradient reversal, checkpoints and sharding rules apply
+unchanged; the new groups are `item_tower` and `user_tower` (`OPTIMIZER_PREFIXES`).
+
+Items are rows of one global catalogue (`bi_pipeline.ItemCatalogue`: every domain's items, keyed by
+their text, so an item both domains share is one row). The frozen-tower fast path keeps the pooled
+text vector of every row in `item_text` (an `ItemTextTable` variable, not a parameter: it travels in
+the train state's `rest`, and is set from `item_cache`); the step then runs no BERT at all, and the
+model may be built without an encoder (`encoder=None`). With a trainable tower the batch carries the
+token ids of its positives/candidates ('pos_input_ids', 'cand_input_ids'), which the step encodes;
+histories still read the table, which the trainer refreshes before evaluation
+(`set_item_text(item_cache...)`).
+
+Batch of one domain (numpy or jax; `bi_pipeline` builds them; -1 pads item ids):
+  item_rows int32 [I_d] (optional): the domain's catalogue rows; item ids below index it (so the
+    step projects just these items); without it, item ids are catalogue rows
+  hist_item int32 [B, K], hist_rating float32 [B, K] (rating in [0, 1]), hist_mask float32 [B, K]
+  pos_item int32 [B, P], pos_rating float32 [B, P], pos_mask float32 [B, P] (1 = a positive to
+    rank), rating_mask float32 [B, P] (1 = its rating is a training label), valid float32 [B]
+  pos_logq float32 [B, P] (log-Q of in-batch negatives; optional)
+  cand_item int32 [C], cand_logq float32 [C] (extra candidates; optional), or
+  cand_table (any array, e.g. int32 [0]): its presence means every item the ids index is a
+    candidate (an exact softmax over 'item_rows', or over the catalogue without them)
+  pos_input_ids / pos_attention_mask int32 [B, L] (P == 1) and cand_input_ids /
+    cand_attention_mask [C, L]: only with a trainable tower.
+
+`model.losses(batches, lam, weights, alignment=..., deterministic=...)` is the whole objective of
+one step (what the shared train step calls for `model.kind == 'bi_encoder'`):
+  L = w_s * (L_rank(src) + a * L_rate(src)) + w_t * (L_rank(tgt) + a * L_rate(tgt)) + w_d * L_align
+with L_rank the configured retrieval loss (`train.bi_losses`), L_rate the rating head's masked MSE
+(or BCE for 'logit' heads), a = `rating_weight`, and L_align DANN's domain BCE on user and item
+vectors of both domains (through GRL_lam) or an MMD / CORAL penalty on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from crossrec_jax.models import bert as bert_lib
+from crossrec_jax.models import heads as heads_lib
+from crossrec_jax.models import recommender as recommender_lib
+from crossrec_jax.train import bi_losses
+from crossrec_jax.train import losses as losses_lib
+
+__all__ = ["ItemTextTable", "ItemTower", "UserTower", "BiEncoderRecommender", "SCORES",
+           "OPTIMIZER_PREFIXES", "build_bi_encoder"]
+
+SCORES = ("dot", "cosine")
+# Top-level attribute -> optimiser group (train.optim.label_params(params, OPTIMIZER_PREFIXES)).
+OPTIMIZER_PREFIXES = {"encoder": "encoder", "item_tower": "item_tower", "user_tower": "user_tower",
+                      "rating_head": "rating_head", "discriminator": "discriminator"}
+Batch = Mapping[str, jax.Array]
+
+
+class ItemTextTable(nnx.Variable):
+  """Pooled text vectors of every catalogue row [G, H] (not trained; refreshed from the cache)."""
+
+
+class _Block(nnx.Module):
+  """Pre-LN transformer block over the history (padding masked out of attention)."""
+
+  def __init__(self, dim: int, num_heads: int, hidden: int, dropout: float, *, rngs: nnx.Rngs):
+    self.norm1 = nnx.LayerNorm(dim, rngs=rngs)
+    self.attention = nnx.MultiHeadAttention(num_heads, dim, dropout_rate=dropout,
+                                            broadcast_dropout=False, decode=False, rngs=rngs)
+    self.norm2 = nnx.LayerNorm(dim, rngs=rngs)
+    self.ff_in = nnx.Linear(dim, hidden, rngs=rngs)
+    self.ff_out = nnx.Linear(hidden, dim, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array, *, deterministic: bool) -> jax.Array:
+    pair = (mask[:, None, :, None] > 0) & (mask[:, None, None, :] > 0)  # [B, 1, K, K]
+    # A row with no history attends to itself only, so its softmax is defined (its output is
+    # masked out of the pooling anyway).
+    pair = pair | jnp.eye(x.shape[1], dtype=bool)[None, None]
+    h = self.attention(self.norm1(x), mask=pair, deterministic=deterministic)
+    x = x + self.dropout(h, deterministic=deterministic)
+    h = self.ff_out(self.dropout(nnx.gelu(self.ff_in(self.norm2(x))), deterministic=deterministic))
+    return x + self.dropout(h, deterministic=deterministic)
+
+
+class ItemTower(nnx.Module):
+  """Pooled text vector [.., H] -> item vector [.., D].
+
+  The text vector is standardised with per-dimension statistics of the catalogue (`set_stats`,
+  from the cached table: sentence embeddings have dimensions of very different scale, and some
+  that never vary), then an MLP maps it to D. With `num_items` > 0 a per-row embedding (zero at
+  init, so training starts from the pure text tower) is added: the transductive variant, for
+  items seen in training.
+  """
+
+  def __init__(self, text_dim: int, dim: int, *, hidden: int = 256, dropout: float = 0.0,
+               num_items: int = 0, rngs: nnx.Rngs):
+    self.text_mean = nnx.BatchStat(jnp.zeros((text_dim,), jnp.float32))
+    self.text_scale = nnx.BatchStat(jnp.ones((text_dim,), jnp.float32))
+    self.hidden = nnx.Linear(text_dim, hidden, rngs=rngs)
+    self.out = nnx.Linear(hidden, dim, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.id_embedding = (nnx.Embed(num_items, dim, embedding_init=nnx.initializers.zeros, rngs=rngs)
+                         if num_items > 0 else None)
+
+  def set_stats(self, table: np.ndarray) -> None:
+    table = np.asarray(table, np.float32)
+    self.text_mean[...] = jnp.asarray(table.mean(0))
+    self.text_scale[...] = jnp.asarray(1.0 / (table.std(0) + 1e-3))
+
+  def __call__(self, text: jax.Array, rows: jax.Array | None = None, *,
+               deterministic: bool = True) -> jax.Array:
+    x = (text.astype(jnp.float32) - self.text_mean[...]) * self.text_scale[...]
+    x = self.dropout(x, deterministic=deterministic)
+    v = self.out(nnx.gelu(self.hidden(x)))
+    if self.id_embedding is not None:
+      if rows is None:
+        raise ValueError("an item tower with id embeddings needs the items' catalogue rows")
+      v = v + self.id_embedding(jnp.clip(rows, 0, self.id_embedding.num_embeddings - 1))
+    return v
+
+
+class UserTower(nnx.Module):
+  """History item vectors [B, K, D] (+ rating, position embeddings) -> user vector [B, D].
+
+  Positions count from the most recent history entry (0) backwards. `num_layers` transformer
+  blocks (0 = none: a set model), then attention pooling plus the masked mean, then a residual MLP.
+  """
+
+  def __init__(self, dim: int, *, max_len: int, num_layers: int = 0, num_heads: int = 4,
+               hidden: int = 256, dropout: float = 0.0, use_rating: bool = True,
+               use_position: bool = False, rngs: nnx.Rngs):
+    self.rating = nnx.Linear(1, dim, rngs=rngs) if use_rating else None
+    self.position = nnx.Embed(max_len, dim, rngs=rngs) if use_position else None
+    self.layers = nnx.List([_Block(dim, num_heads, hidden, dropout, rngs=rngs)
+                            for _ in range(num_layers)])
+    self.query = nnx.Param(jax.random.normal(rngs.params(), (dim,)) * dim ** -0.5)
+    self.mlp_in = nnx.Linear(dim, hidden, rngs=rngs)
+    self.mlp_out = nnx.Linear(hidden, dim, rngs=rngs)
+    self.dropout = nnx.Dropout(dropout, rngs=rngs)
+    self.max_len = max_len
+
+  def __call__(self, hist: jax.Array, rating: jax.Array, mask: jax.Array, *,
+               deterministic: bool = True) -> jax.Array:
+    b, k, _ = hist.shape
+    if k > self.max_len:
+      raise ValueError(f"history length {k} exceeds the user tower's max_len={self.max_len}")
+    m = mask.astype(jnp.float32)
+    x = hist
+    if self.rating is not None:
+      x = x + self.rating(rating.astype(jnp.float32)[..., None])
+    if self.position is not None:
+      # Entries are oldest first and left- or right-padded: count real entries from the end.
+      from_end = jnp.cumsum(m[:, ::-1], axis=1)[:, ::-1] - 1.0
+      x = x + self.position(jnp.clip(from_end, 0, self.max_len - 1).astype(jnp.int32))
+    for layer in self.layers:
+      x = layer(x, m, deterministic=deterministic)
+    x = x * m[..., None]
+    logits = jnp.where(m > 0, x @ self.query[...], -1e30)
+    w = jax.nn.softmax(logits, axis=-1) * m
+    pooled = jnp.sum(w[..., None] * x, 1) + jnp.sum(x, 1) / jnp.maximum(jnp.sum(m, 1), 1.0)[:, None]
+    h = self.mlp_out(self.dropout(nnx.gelu(self.mlp_in(pooled)), deterministic=deterministic))
+    return pooled + h
+
+
+class BiEncoderRecommender(nnx.Module):
+  """Item tower + user tower + rating head + domain discriminator (see the module docstring)."""
+
+  kind = "bi_encoder"
+
+  def __init__(self, encoder: bert_lib.BertModel | None, *, num_items: int, text_dim: int | None = None,
+               dim: int = 128, pooling: str = "mean", score: str = "dot", temperature: float = 1.0,
+               item_hidden: int = 256, item_dropout: float = 0.0, item_id_embedding: bool = False,
+               user_max_len: int = 100, user_layers: int = 0, user_heads: int = 4,
+               user_hidden: int = 256, user_dropout: float = 0.0, use_rating: bool = True,
+               use_position: bool = False, rating_hidden: tuple[int, ...] = (256,),
+               rating_output: str = "regression", rating_dropout: float = 0.1,
+               rating_weight: float = 0.0, discriminator_hidden: tuple[int, ...] = (256,),
+               discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
+               loss: str = "softmax", in_batch: bool = True, exclusive_positives: bool = True,
+               rngs: nnx.Rngs):
+    if score not in SCORES:
+      raise ValueError(f"bi_encoder.score must be one of {SCORES}, got {score!r}")
+    if pooling not in recommender_lib.POOLING_KINDS:
+      raise ValueError(f"model.pooling must be one of {recommender_lib.POOLING_KINDS}, got {pooling!r}")
+    if temperature <= 0:
+      raise ValueError(f"bi_encoder.temperature must be > 0, got {temperature}")
+    bi_losses.retrieval_loss(loss)  # validates the name
+    if encoder is None and text_dim is None:
+      raise ValueError("without an encoder, give text_dim (the cached vectors' width)")
+    text_dim = encoder.config.hidden_size if encoder is not None else int(text_dim)
+    self.encoder = encoder
+    self.pooling = pooling
+    self.score_kind = score
+    self.temperature = float(temperature)
+    self.rating_weight = float(rating_weight)
+    self.loss_kind = loss
+    self.in_batch = bool(in_batch)
+    self.exclusive_positives = bool(exclusive_positives)
+    self.num_items = int(num_items)
+    self.item_text = ItemTextTable(jnp.zeros((num_items, text_dim), jnp.float32))
+    self.item_tower = ItemTower(text_dim, dim, hidden=item_hidden, dropout=item_dropout,
+                                num_items=num_items if item_id_embedding else 0, rngs=rngs)
+    self.user_tower = UserTower(dim, max_len=user_max_len, num_layers=user_layers,
+                                num_heads=user_heads, hidden=user_hidden, dropout=user_dropout,
+                                use_rating=use_rating, use_position=use_position, rngs=rngs)
+    self.rating_head = heads_lib.RatingHead(3 * dim, tuple(rating_hidden), output=rating_output,
+                                            dropout=rating_dropout, rngs=rngs)
+    self.discriminator = heads_lib.DomainDiscriminator(
+        dim, tuple(discriminator_hidden), dropout=discriminator_dropout,
+        reverse=reverse_gradient, rngs=rngs)
+
+  # ------------------------------------------------------------------------------ towers
+
+  @property
+  def rating_output(self) -> str:
+    return self.rating_head.output
+
+  def set_item_text(self, table: np.ndarray, *, update_stats: bool = True) -> None:
+    """Installs the pooled text vectors of every catalogue row (from `item_cache`)."""
+    table = np.asarray(table, np.float32)
+    if table.shape != self.item_text.shape:
+      raise ValueError(f"item text table {table.shape} does not fit the model's catalogue "
+                       f"{self.item_text.shape} (model.num_items, text width)")
+    self.item_text[...] = jnp.asarray(table)
+    if update_stats:
+      self.item_tower.set_stats(table)
+
+  def encode_text(self, input_ids: jax.Array, attention_mask: jax.Array, *,
+                  deterministic: bool = True) -> jax.Array:
+    """Pooled text vectors [N, H] of tokenised item texts (the trainable-tower path)."""
+    if self.encoder is None:
+      raise ValueError("this bi-encoder was built without an encoder (cached path): the batch "
+                       "must not carry item tokens")
+    out = self.encoder(input_ids, attention_mask, deterministic=deterministic)
+    return recommender_lib.pool(self.pooling, out, attention_mask)
+
+  def _normalise(self, x: jax.Array) -> jax.Array:
+    if self.score_kind == "cosine":
+      return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    return x
+
+  def item_vectors(self, rows: jax.Array | None = None, *, text: jax.Array | None = None,
+                   deterministic: bool = True) -> jax.Array:
+    """Item vectors [..., D] of catalogue rows (text from the table unless `text` is given);
+    rows None: the whole catalogue [G, D]. -1 rows give a (meaningless) finite vector."""
+    if rows is None:
+      rows = jnp.arange(self.num_items)
+    rows = jnp.asarray(rows)
+    if text is None:
+      text = jnp.take(self.item_text[...], jnp.clip(rows, 0, self.num_items - 1), axis=0)
+    return self._normalise(self.item_tower(text, rows, deterministic=deterministic))
+
+  def user_vectors(self, batch: Batch, *, item_table: jax.Array | None = None,
+                   deterministic: bool = True) -> jax.Array:
+    """User vectors [B, D] from 'hist_item', 'hist_rating', 'hist_mask'. `item_table`: the
+    projected items that 'hist_item' indexes ([I_d, D] of 'item_rows', or the catalogue [G, D]),
+    when the caller has it; else it is projected here."""
+    ids = jnp.asarray(batch["hist_item"])
+    if item_table is None and "item_rows" in batch:
+      item_table = self.item_vectors(batch["item_rows"], deterministic=deterministic)
+    if item_table is None:
+      hist = self.item_vectors(ids, deterministic=deterministic)
+    else:
+      hist = jnp.take(item_table, jnp.clip(ids, 0, item_table.shape[0] - 1), axis=0)
+    mask = jnp.asarray(batch["hist_mask"], jnp.float32) * (ids >= 0)
+    u = self.user_tower(hist, jnp.asarray(batch["hist_rating"]), mask, deterministic=deterministic)
+    return self._normalise(u)
+
+  def score(self, user: jax.Array, items: jax.Array) -> jax.Array:
+    """[B, D] x [N, D] -> [B, N] ranking scores (cosines when score='cosine')."""
+    return user @ items.T
+
+  def interaction(self, user: jax.Array, item: jax.Array) -> jax.Array:
+    """[u, v, u * v]: the rating head's input (and the 'features' of the common output)."""
+    return jnp.concatenate([user, item, user * item], axis=-1)
+
+  # ------------------------------------------------------------------------------ one domain
+
+  def _table(self, batch: Batch, *, deterministic: bool) -> tuple[jax.Array | None, jax.Array, int]:
+    """(projected item table or None, rows of the batch's ids, id bound) for one batch.
+
+    With 'item_rows' the ids index it and its I_d items are projected once. Without, ids are
+    catalogue rows: the whole catalogue is projected when that is fewer rows than gathering the
+    batch's items one by one, else nothing is (None)."""
+    if "item_rows" in batch:
+      rows = jnp.asarray(batch["item_rows"])
+      return self.item_vectors(rows, deterministic=deterministic), rows, int(rows.shape[0])
+    gathered = int(np.prod(batch["hist_item"].shape)) + int(np.prod(batch["pos_item"].shape))
+    if "cand_item" in batch:
+      gathered += int(batch["cand_item"].shape[0])
+    rows = jnp.arange(self.num_items)
+    if self.num_items <= gathered:
+      return self.item_vectors(rows, deterministic=deterministic), rows, self.num_items
+    return None, rows, self.num_items
+
+  def side(self, batch: Batch, *, deterministic: bool = True) -> dict[str, jax.Array]:
+    """Vectors of one domain's batch: 'user' [B, D], 'pos' [B, P, D], 'cand' [C, D] (if any),
+    and 'num_ids' (the bound on its item ids, for the loss's accidental-hit test)."""
+    table, rows, n_ids = self._table(batch, deterministic=deterministic)
+
+    def vectors(ids, input_ids=None, attention_mask=None):
+      ids = jnp.asarray(ids)
+      safe = jnp.clip(ids, 0, n_ids - 1)
+      if input_ids is not None:  # trainable tower: encode these items' text now
+        text = self.encode_text(input_ids, attention_mask, deterministic=deterministic)
+        return self.item_vectors(jnp.take(rows, safe), text=text, deterministic=deterministic)
+      if table is not None:
+        return jnp.take(table, safe, axis=0)
+      return self.item_vectors(ids, deterministic=deterministic)
+
+    user = self.user_vectors(batch, item_table=table, deterministic=deterministic)
+    pos_ids = jnp.asarray(batch["pos_item"])
+    if "pos_input_ids" in batch:
+      if pos_ids.shape[1] != 1:
+        raise ValueError("item tokens in the batch need one positive per row (P == 1)")
+      pos = vectors(pos_ids[:, 0], batch["pos_input_ids"], batch["pos_attention_mask"])[:, None]
+    else:
+      pos = vectors(pos_ids)
+    out = {"user": user, "pos": pos, "num_ids": n_ids}
+    if "cand_table" in batch:  # every item the ids index is a candidate: an exact softmax
+      if table is None:
+        table = self.item_vectors(rows, deterministic=deterministic)
+      out["table"] = table
+    elif "cand_item" in batch:
+      out["cand"] = vectors(batch["cand_item"], batch.get("cand_input_ids"),
+                            batch.get("cand_attention_mask"))
+    return out
+
+  def __call__(self, batch: Batch, lam: jax.typing.ArrayLike = 0.0, *,
+               deterministic: bool = True) -> dict[str, jax.Array]:
+    """The recommenders' common output for (user, first positive) pairs: 'features' [B, 3D],
+    'rating' [B], 'domain_logit' [B] (of the user vector), plus 'user', 'item' [B, D], 'score' [B]."""
+    o = self.side(batch, deterministic=deterministic)
+    u, v = o["user"], o["pos"][:, 0]
+    h = self.interaction(u, v)
+    return {"features": h, "rating": self.rating_head(h, deterministic=deterministic),
+            "domain_logit": self.discriminator(u, lam, deterministic=deterministic),
+            "user": u, "item": v, "score": jnp.sum(u * v, -1)}
+
+  # ------------------------------------------------------------------------------ the objective
+
+  def side_loss(self, batch: Batch, o: Mapping[str, jax.Array], *,
+                deterministic: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """L_rank + rating_weight * L_rate of one domain's batch, and its metrics."""
+    valid = jnp.asarray(batch["valid"], jnp.float32)
+    pos_items = jnp.asarray(batch["pos_item"])
+    pos_mask = jnp.asarray(batch["pos_mask"], jnp.float32) * valid[:, None]
+    if "table" in o and self.loss_kind == "softmax":
+      l_rank = bi_losses.table_softmax_loss(o["user"], o["table"], pos_items, pos_mask=pos_mask,
+                                            temperature=self.temperature,
+                                            exclusive=self.exclusive_positives)
+    else:
+      logits = None
+      if "table" in o:
+        logits = bi_losses.table_logits(o["user"], o["table"], pos_items,
+                                        temperature=self.temperature)
+      l_rank = bi_losses.retrieval_loss(self.loss_kind)(
+          o["user"], o["pos"], pos_items, o.get("cand"), batch.get("cand_item"),
+          pos_mask=pos_mask, pos_logq=batch.get("pos_logq"), cand_logq=batch.get("cand_logq"),
+          in_batch=self.in_batch, temperature=self.temperature, num_items=o["num_ids"],
+          logits=logits)
+    aux = {"rank_loss": l_rank, "n_positives": jnp.sum(pos_mask * (pos_items >= 0))}
+    total = l_rank
+    if self.rating_weight > 0:
+      p = pos_items.shape[1]
+      users = jnp.broadcast_to(o["user"][:, None], o["pos"].shape)
+      h = self.interaction(users, o["pos"]).reshape(-1, 3 * o["user"].shape[-1])
+      pred = self.rating_head(h, deterministic=deterministic).reshape(-1, p)
+      label = jnp.asarray(batch["pos_rating"], jnp.float32)
+      mask = (pos_mask * jnp.asarray(batch["rating_mask"], jnp.float32)).reshape(-1)
+      if self.rating_output == "logit":
+        l_rate = losses_lib.masked_bce_with_logits(pred.reshape(-1), label.reshape(-1), mask)
+      else:
+        l_rate = losses_lib.masked_mse(pred.reshape(-1), label.reshape(-1), mask)
+      prob = recommender_lib.predict_rating({"rating": pred.reshape(-1)}, self.rating_output)
+      aux["rating_loss"] = l_rate
+      aux["rmse"] = jnp.sqrt(losses_lib.masked_mse(prob, label.reshape(-1), mask))
+      aux["n_labelled"] = jnp.sum(mask)
+      total = total + self.rating_weight * l_rate
+    return total, aux
+
+  def losses(self, batches: Mapping[str, Batch], lam: jax.typing.ArrayLike,
+             weights: Mapping[str, jax.Array], *, alignment: losses_lib.Alignment,
+             deterministic: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """The step's objective (module docstring). `batches`: 'source' and/or 'target' batches (the
+    sides the phase uses); `weights`: 'source', 'target', 'domain' scalars."""
+    outs, aux = {}, {}
+    total = jnp.zeros((), jnp.float32)
+    for side, batch in batches.items():
+      outs[side] = self.side(batch, deterministic=deterministic)
+      l_side, a = self.side_loss(batch, outs[side], deterministic=deterministic)
+      aux[f"loss_{side}"] = l_side
+      aux.update({f"{k}_{side}": v for k, v in a.items()})
+      total = total + weights[side] * l_side
+    if alignment.kind != "none":
+      if not {"source", "target"} <= set(outs):
+        raise ValueError(f"alignment {alignment.kind!r} needs both the source and the target batch")
+      s, t = outs["source"], outs["target"]
+      vs = jnp.asarray(batches["source"]["valid"], jnp.float32)
+      vt = jnp.asarray(batches["target"]["valid"], jnp.float32)
+      # Items: each row's first positive (every valid row has one).
+      feats_s = jnp.concatenate([s["user"], s["pos"][:, 0]])
+      feats_t = jnp.concatenate([t["user"], t["pos"][:, 0]])
+      ms, mt = jnp.concatenate([vs, vs]), jnp.concatenate([vt, vt])
+      if alignment.uses_discriminator:
+        logits = self.discriminator(jnp.concatenate([feats_s, feats_t]), lam,
+                                    deterministic=deterministic)
+        labels = jnp.concatenate([jnp.zeros_like(ms), jnp.ones_like(mt)])
+        mask = jnp.concatenate([ms, mt])
+        l_dom = losses_lib.domain_bce(logits, labels, mask)
+        aux["domain_acc"] = losses_lib.binary_accuracy(logits, labels, mask)
+      else:
+        l_dom = (alignment.penalty(s["user"], t["user"], vs, vt)
+                 + alignment.penalty(s["pos"][:, 0], t["pos"][:, 0], vs, vt))
+      aux["loss_domain"] = l_dom
+      total = total + weights["domain"] * l_dom
+    return total, aux
+
+
+# ---------------------------------------------------------------------------- builder
+
+
+def build_bi_encoder(cfg: Any, *, rngs: nnx.Rngs, num_items: int | None = None,
+                     encoder: bert_lib.BertModel | None = None) -> BiEncoderRecommender:
+  """A BiEncoderRecommender from `config.model` (kind 'bi_encoder'; keys under `cfg.bi_encoder`).
+
+  `num_items`: the catalogue size (default `cfg.bi_encoder.num_items`). The encoder is built from
+  `cfg.encoder` unless `cfg.bi_encoder.cached_only` (the frozen fast path: no BERT in the model,
+  `text_dim` from `cfg.bi_encoder.text_dim`) or one is passed in.
+  """
+  bi = cfg.bi_encoder
+  n = int(num_items if num_items is not None else bi.num_items)
+  if n <= 0:
+    raise ValueError("model.bi_encoder.num_items must be set to the catalogue size (> 0)")
+  if encoder is None and not bool(bi.cached_only):
+    encoder = recommender_lib.build_encoder(cfg.encoder, rngs=rngs)
+  return BiEncoderRecommender(
+      encoder, num_items=n, text_dim=int(bi.text_dim), dim=int(bi.dim), pooling=cfg.pooling,
+      score=bi.score, temperature=float(bi.temperature), item_hidden=int(bi.item_hidden),
+      item_dropout=float(bi.item_dropout), item_id_embedding=bool(bi.item_id_embedding),
+      user_max_len=int(bi.history_len), user_layers=int(bi.user_layers),
+      user_heads=int(bi.user_heads), user_hidden=int(bi.user_hidden),
+      user_dropout=float(bi.user_dropout), use_rating=bool(bi.use_rating),
+      use_position=bool(bi.use_position), rating_hidden=tuple(cfg.rating_head.hidden),
+      rating_output=cfg.rating_head.output, rating_dropout=float(cfg.rating_head.dropout),
+      rating_weight=float(bi.rating_weight), discriminator_hidden=tuple(cfg.discriminator.hidden),
+      discriminator_dropout=float(cfg.discriminator.dropout),
+      reverse_gradient=bool(cfg.discriminator.reverse_gradient), loss=bi.loss,
+      in_batch=bool(bi.in_batch), exclusive_positives=bool(bi.exclusive_positives), rngs=rngs)
+
+
+# `config.model.kind = 'bi_encoder'` (recommender.build_recommender imports this module for it).
+recommender_lib.RECOMMENDER_BUILDERS.setdefault("bi_encoder", build_bi_encoder)
