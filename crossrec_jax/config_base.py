@@ -11,6 +11,9 @@ list of phase dicts made with `phase(...)`. Presets:
   * 'gpu'  -- the full default pair (every user and example), the 6-layer MiniLM, bfloat16
     compute, thousands of steps.
 
+The mesh is `config.mesh` (`--config.mesh.tensor=2`); the same config runs on one CPU or a pod
+slice by changing only it.
+
 Every field can be overridden on the command line (`--config.train.seed=1`,
 `--config.phases[0].steps=50`); unknown keys are errors (main.py locks the config).
 """
@@ -73,6 +76,10 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.preset = preset
   c.seed = 0
+  # Device mesh (train/sharding.py): sizes of the (data, fsdp, tensor) axes, -1 = the remaining
+  # devices; every device JAX sees is used. The default is pure data parallelism. Not part of
+  # the run's identity: a checkpoint resumes on another mesh.
+  c.mesh = ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1))
 
   # ---------------------------------------------------------------------------- data
   c.data = ml_collections.ConfigDict(dict(

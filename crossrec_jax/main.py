@@ -4,7 +4,11 @@
       [--config.optimizer.encoder.lr=3e-5 --config.phases[1].steps=200 ...]
 
 `--config` is an experiment file with `get_config(arg)` and its preset after the colon (tiny |
-cpu | gpu). The config is locked (nested phases included): overriding or reading a key that does
+cpu | gpu). The run uses every device JAX sees, on the mesh `config.mesh` (default: data
+parallel over all of them; e.g. `--config.mesh.fsdp=4 --config.mesh.data=-1`). Multi-process
+(multi-host) runs start one process per host with `--coordinator_address`, `--num_processes`,
+`--process_id` (or the JAX_* environment variables, or `--distributed_auto`; see
+train/distributed.py); only process 0 writes metrics and summaries. The config is locked (nested phases included): overriding or reading a key that does
 not exist is an error that names it. Running again with the same --workdir resumes the run.
 """
 
@@ -16,13 +20,17 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 import ml_collections
 from ml_collections import config_flags
+
+from crossrec_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment file and preset, e.g. experiments/dann.py:tiny.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: metrics, checkpoints, results.")
 flags.mark_flags_as_required(["config", "workdir"])
+distributed.add_distributed_flags()
 
 
 def lock_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -49,15 +57,23 @@ class _QuietLibraries:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Before anything touches a device: the runtime must connect the processes first.
+  distributed.initialize_from_flags()
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  # Imported here so that `--help` and flag errors do not pay for jax/flax/tfds imports.
+  # Imported here so that `--help` and flag errors do not pay for flax/tfds imports.
+  from crossrec_jax.train import sharding  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
   config = lock_all(_CONFIG.value)
-  logging.info("config:\n%s", config)
-  final = trainer.train_and_evaluate(config, _WORKDIR.value)
-  summary = {k: v for k, v in final.items() if k not in ("data", "phases")}
-  print(json.dumps(summary, indent=2, default=str))
+  partitioner = sharding.MeshPartitioner.from_config(config.mesh)
+  if distributed.is_main_process():
+    logging.info("config:\n%s", config)
+    logging.info("mesh %s over %d devices in %d processes", dict(partitioner.mesh.shape),
+                 partitioner.mesh.size, jax.process_count())
+  final = trainer.train_and_evaluate(config, _WORKDIR.value, partitioner=partitioner)
+  if distributed.is_main_process():
+    summary = {k: v for k, v in final.items() if k not in ("data", "phases")}
+    print(json.dumps(summary, indent=2, default=str))
 
 
 def parse_flags(argv: list[str]) -> list[str]:

@@ -38,6 +38,15 @@ def test_config_from_hf_dict_ignores_extras_and_normalises_dtype():
   assert BertConfig(dtype=jnp.bfloat16) == BertConfig(dtype="bfloat16")
 
 
+def test_config_from_hf_dict_overrides_win_over_the_dict():
+  # config.json always carries the dropout rates: overriding them must not collide.
+  d = {"model_type": "bert", "hidden_size": 64, "num_attention_heads": 4,
+       "hidden_dropout_prob": 0.1, "attention_probs_dropout_prob": 0.1}
+  cfg = BertConfig.from_hf_dict(d, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.25)
+  assert (cfg.hidden_dropout_prob, cfg.attention_probs_dropout_prob) == (0.0, 0.25)
+  assert BertConfig.from_hf_dict(d, hidden_size=32).hidden_size == 32
+
+
 @pytest.mark.parametrize("d, match", [
     ({"model_type": "roberta"}, "model_type 'roberta'"),
     ({"hidden_act": "swish"}, "hidden_act='swish'"),

@@ -164,6 +164,17 @@ def test_layer_truncation_out_of_range(num_layers):
     hf_import.load_config(num_layers=num_layers)
 
 
+def test_load_pretrained_accepts_config_overrides():
+  # The packaged config.json sets both dropout rates to 0.1; overrides replace them.
+  model = hf_import.load_pretrained(num_layers=1, hidden_dropout_prob=0.0,
+                                    attention_probs_dropout_prob=0.2, remat=True)
+  assert model.config.hidden_dropout_prob == 0.0 and model.config.remat
+  assert model.config.attention_probs_dropout_prob == 0.2
+  layer = model.encoder.layer[0]
+  assert layer.dropout.rate == 0.0 and layer.attention.attention_dropout.rate == 0.2
+  assert model.embeddings.dropout.rate == 0.0
+
+
 def test_param_count_equals_packaged_checkpoint():
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   tensors = load_file(hf_import.default_encoder_dir() / "model.safetensors")

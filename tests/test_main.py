@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 
+import jax
 import pytest
 from absl import flags
 
@@ -65,16 +66,19 @@ def test_tiny_preset_runs_end_to_end(name, tmp_path, capsys):
 def test_overrides_reach_the_config(tmp_path, monkeypatch):
   seen = {}
 
-  def fake_train(config, workdir):
-    seen["config"], seen["workdir"] = config, workdir
+  def fake_train(config, workdir, *, partitioner):
+    seen["config"], seen["workdir"], seen["partitioner"] = config, workdir, partitioner
     return {"global_step": 0}
 
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(trainer, "train_and_evaluate", fake_train)
   run_main(f"--config={REPO}/experiments/finetune.py:cpu", f"--workdir={tmp_path}",
            "--config.optimizer.encoder.lr=3e-5", "--config.phases[1].steps=7",
-           "--config.data.label_fraction=0.1")
+           "--config.data.label_fraction=0.1", "--config.mesh.data=1", "--config.mesh.tensor=-1")
   config = seen["config"]
+  # The mesh comes from config.mesh: every device on the tensor axis here.
+  mesh = seen["partitioner"].mesh
+  assert dict(mesh.shape) == {"data": 1, "fsdp": 1, "tensor": len(jax.devices())}
   assert config.preset == "cpu" and seen["workdir"] == str(tmp_path)
   assert config.optimizer.encoder.lr == 3e-5 and config.data.label_fraction == 0.1
   assert config.phases[1].steps == 7 and config.phases[0].steps == 500

@@ -148,3 +148,26 @@ def test_config_hash_ignores_runtime_keys():
   b.seed = 1
   assert trainer.config_hash(a) != trainer.config_hash(b)
   assert jax.devices()  # the trainer runs on whatever JAX sees
+
+
+def test_mesh_partitioner_run_logs_tflops_and_matches_the_default_device(tmp_path, tiny_data):
+  from crossrec_jax.train import sharding  # pylint: disable=g-import-not-at-top
+  config = tiny(config_base.phase("target", 3, target=1.0), log_every=1, checkpoint_every=0)
+  plain = trainer.train_and_evaluate(config, tmp_path / "plain", data=tiny_data)
+  partitioner = sharding.MeshPartitioner.from_config(config.mesh)
+  meshed = trainer.train_and_evaluate(config, tmp_path / "mesh", data=tiny_data,
+                                      partitioner=partitioner)
+  # Same trajectory whether the state was created by the jitted, sharded init or eagerly.
+  a, b = read_metrics(tmp_path / "plain"), read_metrics(tmp_path / "mesh")
+  assert [l["loss"] for l in a] == pytest.approx([l["loss"] for l in b], abs=1e-6)
+  assert meshed["target_valid"]["rmse"] == pytest.approx(plain["target_valid"]["rmse"], abs=1e-5)
+  # Analytic model FLOPs per second on every line; no MFU without a known peak (a CPU).
+  assert all(l["tflops_per_s"] > 0 for l in b)
+  assert all("mfu" not in l for l in b) == (jax.devices()[0].platform == "cpu")
+
+
+def test_metric_writer_of_another_process_writes_nothing(tmp_path):
+  writer = trainer.MetricWriter(tmp_path, tensorboard=True, enabled=False)
+  writer.write("train", 1, {"phase": "p"}, {"loss": 1.0})
+  writer.close()
+  assert list(tmp_path.iterdir()) == []

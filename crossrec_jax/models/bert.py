@@ -10,6 +10,10 @@ sharding rules are natural regexes over parameter paths, e.g.
 `embeddings/word_embeddings/embedding`, `pooler/kernel`. HF's `attention.self.*` and
 `attention.output.dense` are flattened into `attention.{query,key,value,output}`.
 
+Sharding: under `jax.set_mesh(mesh)` the residual stream, q/k/v and the MLP intermediate are
+pinned with `models/partitioning.constrain` (batch over data+fsdp, heads and the MLP width over
+tensor); without a mesh the calls are no-ops.
+
 Mixed precision: parameters are kept in `param_dtype` (float32); matmuls run in `dtype`
 (float32 or bfloat16). Attention softmax and LayerNorm statistics are computed in float32
 either way, which costs little and keeps bfloat16 close to float32 (see tests/test_hf_import.py).
@@ -26,6 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+
+from crossrec_jax.models.partitioning import constrain
 
 # HF `ACT2FN` names -> JAX. HF "gelu" is the exact erf form, not the tanh approximation.
 ACTIVATIONS = {
@@ -102,7 +108,8 @@ class BertConfig:
     """Builds a config from an HF `config.json` dict; `overrides` set any field (e.g. dtype).
 
     Unknown keys are ignored (HF writes many, including its own `dtype`, which is not our
-    compute dtype). Raises ValueError for a model_type other than "bert", a non-absolute
+    compute dtype). An override wins over the same field of `d` (e.g. hidden_dropout_prob=0.0
+    for a checkpoint whose config.json says 0.1). Raises ValueError for a model_type other than "bert", a non-absolute
     position embedding, a decoder config, or an unsupported `hidden_act`.
     """
     model_type = d.get("model_type", "bert")
@@ -113,7 +120,7 @@ class BertConfig:
       raise ValueError(f"unsupported position_embedding_type {pos_type!r}: only 'absolute'")
     if d.get("is_decoder") or d.get("add_cross_attention"):
       raise ValueError("decoder / cross-attention BERT configs are not supported")
-    return cls(**{k: d[k] for k in _HF_FIELDS if k in d}, **overrides)
+    return cls(**{**{k: d[k] for k in _HF_FIELDS if k in d}, **overrides})
 
 
 class BertOutput(NamedTuple):
@@ -168,7 +175,9 @@ class BertAttention(nnx.Module):
   def __call__(self, x, mask_bias, *, deterministic: bool) -> jax.Array:
     b, l, _ = x.shape
     heads = lambda t: t.reshape(b, l, self.num_heads, self.head_dim)
-    q, k, v = heads(self.query(x)), heads(self.key(x)), heads(self.value(x))
+    # Pinned head-split (tensor parallelism) and batch-split (data/fsdp) under a mesh.
+    q, k, v = (constrain(heads(t), "batch", "length", "heads", "head_dim")
+               for t in (self.query(x), self.key(x), self.value(x)))
     scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
     # Softmax in float32: bf16 exp/sum loses ~3 digits; [B, h, L, L] in f32 is affordable.
     probs = jax.nn.softmax(scores.astype(jnp.float32) + mask_bias, axis=-1).astype(x.dtype)
@@ -191,7 +200,7 @@ class BertLayer(nnx.Module):
 
   def __call__(self, x, mask_bias, *, deterministic: bool) -> jax.Array:
     x = self.attention(x, mask_bias, deterministic=deterministic)
-    h = ACTIVATIONS[self.hidden_act](self.intermediate(x))
+    h = constrain(ACTIVATIONS[self.hidden_act](self.intermediate(x)), "batch", "length", "mlp")
     h = self.dropout(self.output(h), deterministic=deterministic)
     return self.output_layer_norm(h + x)
 
@@ -210,7 +219,9 @@ class BertEncoder(nnx.Module):
       # TraceContextError for RngCount under jax.grad even when dropout is off (flax 0.12.8).
       run = nnx.remat(run, graph=False)
     for layer in self.layer:
-      x = run(layer, x, mask_bias)
+      # Residual stream split over the batch only: without the pin GSPMD may keep a layout
+      # that replicates it over 'fsdp' after the all-gathered weights' matmuls.
+      x = constrain(run(layer, x, mask_bias), "batch", "length", "embed")
     return x
 
 

@@ -29,7 +29,8 @@ the decision is logged (e.g. the 30522-token vocabulary over tensor=8).
 
 Activations: `constrain(x, *logical_axes)` pins an activation to the mesh of the enclosing
 `jax.set_mesh(mesh)` context (a no-op without one), mapping logical names to mesh axes with
-`ACTIVATION_AXES`; see the function for where the encoder should call it.
+`ACTIVATION_AXES`. Both live in `models/partitioning.py` (the encoder calls `constrain`, and
+models do not import train/) and are re-exported here.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
+from crossrec_jax.models.partitioning import ACTIVATION_AXES, BATCH_AXES, constrain
+
 __all__ = [
     "MESH_AXES", "BATCH_AXES", "DEFAULT_RULES", "ACTIVATION_AXES", "mesh_shape", "make_mesh",
     "path_name", "spec_for", "state_shardings", "create_sharded_state", "batch_sharding",
@@ -51,7 +54,6 @@ __all__ = [
 ]
 
 MESH_AXES = ("data", "fsdp", "tensor")
-BATCH_AXES = ("data", "fsdp")
 Rules = Sequence[tuple[str, P]]
 
 # Kernels are stored (in, out) (flax `nnx.Linear`); embeddings (rows, features).
@@ -74,16 +76,6 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # Everything else (LayerNorms, biases, scalars, counters, rng): replicated.
     (r".*", P()),
 )
-
-# Logical activation axis -> mesh axes (see `constrain`).
-ACTIVATION_AXES: Mapping[str, tuple[str, ...] | None] = {
-    "batch": BATCH_AXES,
-    "length": None,
-    "embed": None,
-    "heads": ("tensor",),
-    "head_dim": None,
-    "mlp": ("tensor",),
-}
 
 
 # ---------------------------------------------------------------------------- mesh
@@ -268,35 +260,7 @@ class MeshPartitioner:
     return pipeline.shard_batch(batch, self.mesh, self.data_axes)
 
 
-# ---------------------------------------------------------------------------- activations
-
-def constrain(x: jax.Array, *logical_axes: str | None) -> jax.Array:
-  """Pins activation `x` to the mesh of the enclosing `jax.set_mesh(mesh)`; no-op without one.
-
-  `logical_axes` names x's dimensions (keys of ACTIVATION_AXES, or None = replicated). A
-  dimension that does not divide its mesh axes stays unconstrained, so the call is safe for
-  any batch size or head count. Where it matters in the encoder (GSPMD otherwise may keep the
-  FSDP-gathered layout and replicate activations over 'fsdp', or undo the head split):
-
-    BertEncoder: after each layer        x = constrain(x, 'batch', 'length', 'embed')
-    BertAttention: q, k, v after heads() q = constrain(q, 'batch', 'length', 'heads', 'head_dim')
-    BertLayer: after the intermediate    h = constrain(h, 'batch', 'length', 'mlp')
-  """
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x
-  if len(logical_axes) != x.ndim:
-    raise ValueError(f"constrain: {len(logical_axes)} logical axes {logical_axes} for an array "
-                     f"of shape {x.shape}")
-  entries = []
-  for size, name in zip(x.shape, logical_axes):
-    if name is not None and name not in ACTIVATION_AXES:
-      raise ValueError(f"constrain: unknown logical axis {name!r}; known: {sorted(ACTIVATION_AXES)}")
-    axes = tuple(a for a in (ACTIVATION_AXES[name] or ()) if a in mesh.axis_names) if name else ()
-    ways = math.prod(mesh.shape[a] for a in axes)
-    entries.append(axes if axes and ways > 1 and size % ways == 0 else None)
-  return jax.lax.with_sharding_constraint(x, P(*entries))
-
+# ---------------------------------------------------------------------------- logs
 
 def describe(shardings: Any, state: Any | None = None) -> list[str]:
   """'path shape spec' lines for the sharded leaves of a shardings pytree (for logs)."""

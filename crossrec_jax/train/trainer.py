@@ -13,6 +13,16 @@ TensorBoard event files under `tensorboard/`, orbax checkpoints under `checkpoin
 the phase, the step within it, the data iterator position and the RNG, so that on CPU the final
 parameters are bitwise those of an uninterrupted run (tests/test_resume.py).
 
+Scale-out: with a `sharding.MeshPartitioner` (main.py builds one from `config.mesh`) each
+phase's state is created already sharded (`sharding.create_sharded_state`), batches are put on
+the mesh one step ahead (`pipeline.DevicePrefetch`), the loop runs under `jax.set_mesh` (so the
+encoder's `constrain` hints apply) and every train step under `jax.transfer_guard("disallow")`:
+a hidden host<->device transfer inside the loop is an error, not a slowdown. In a multi-process
+run every process runs this same loop on its slice of each batch, and only process 0 writes
+metrics.jsonl, TensorBoard, config.json and final_metrics.json. Each log line carries
+`tflops_per_s` (analytic model FLOPs, `train/flops.py`) and, where the chip's peak is known,
+`mfu`.
+
 A non-finite loss (or gradient / parameter norm) stops the run with `NonFiniteLossError` naming
 the phase and step. The host
 looks at the metrics every `train.log_every` steps (every step with
@@ -22,6 +32,7 @@ holds a state that followed a NaN: the newest checkpoint is the last good one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -34,15 +45,21 @@ import jax
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from crossrec_jax import config_base
+from crossrec_jax.data import pipeline
 from crossrec_jax.data import prepare as prepare_lib
 from crossrec_jax.eval import metrics as metrics_lib
+from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import recommender as recommender_lib
 from crossrec_jax.train import checkpoint as checkpoint_lib
+from crossrec_jax.train import distributed
+from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train import losses
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
+from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
@@ -50,11 +67,16 @@ __all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "validate_phases"
            "phase_optimizer", "phase_alignment", "phase_uses", "evaluate", "MetricWriter",
            "train_and_evaluate"]
 
-_log = logging.getLogger(__name__)
+_log = distributed.main_process_logger(__name__)
 # train.* keys that do not change the trajectory: a resumed run may change them.
 RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
                 "compilation_cache_dir")
+# Top-level keys a resumed run may change: the mesh (a checkpoint restores onto any mesh; the
+# trajectory then agrees to float rounding, tests/test_sharding_equivalence.py).
+RUNTIME_SECTIONS = ("mesh",)
+# Batches put on device ahead of the running step.
+PREFETCH = 2
 # Metrics averaged over a log interval; the others (lambda, weights, lrs) are logged as of its end.
 _AVERAGED = ("loss", "rmse", "domain_acc", "grad_norm", "n_labelled")
 # Checked every flush: a finite loss with overflowed parameters (param_norm inf) is caught at the
@@ -78,7 +100,7 @@ class Partitioner(Protocol):
 
 def config_hash(config: ml_collections.ConfigDict) -> str:
   """sha256 of the config minus `RUNTIME_KEYS` (what a resumed run must not change)."""
-  d = config.to_dict()
+  d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_SECTIONS}
   d["train"] = {k: v for k, v in d.get("train", {}).items() if k not in RUNTIME_KEYS}
   return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -100,7 +122,8 @@ def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
 def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
   a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
   return sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and not any(k == f"train.{r}" for r in RUNTIME_KEYS))
+                if a.get(k) != b.get(k) and not any(k == f"train.{r}" for r in RUNTIME_KEYS)
+                and k.split(".")[0] not in RUNTIME_SECTIONS)
 
 
 def validate_phases(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -183,17 +206,25 @@ def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.Con
 # ---------------------------------------------------------------------------- metrics output
 
 class MetricWriter:
-  """Appends metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard event files."""
+  """Appends metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard event files.
 
-  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True):
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
+  `enabled=False` (every process but 0 of a multi-process run) writes nothing.
+  """
+
+  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True, enabled: bool = True):
+    self._jsonl = None
     self._tb = None
+    if not enabled:
+      return
+    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
     if tensorboard:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
       self._tb = SummaryWriter(str(workdir / "tensorboard"))
 
   def write(self, split: str, global_step: int, info: dict[str, Any],
             scalars: dict[str, float]) -> None:
+    if self._jsonl is None:
+      return
     line = {"split": split, "global_step": int(global_step), **info,
             **{k: float(v) for k, v in scalars.items()}}
     self._jsonl.write(json.dumps(line) + "\n")
@@ -203,7 +234,8 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{k}", float(v), int(global_step))
 
   def close(self) -> None:
-    self._jsonl.close()
+    if self._jsonl is not None:
+      self._jsonl.close()
     if self._tb is not None:
       self._tb.close()
 
@@ -212,13 +244,22 @@ class MetricWriter:
 
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
              scale: Any, put: Callable[[Any], Any] = lambda b: b) -> dict[str, float]:
-  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`."""
+  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`.
+
+  Multi-process: each process holds its slice of every batch; the predictions and the batch's
+  ratings are gathered into global rows (the same order for both: they share the batch
+  sharding), so every process computes the metrics over all rows.
+  """
   preds, truth = [], []
   for batch in batches:
-    out = jax.device_get(eval_step(params, put(batch)))
-    valid = np.asarray(batch["valid"]) > 0
-    preds.append(np.asarray(out["rating"])[valid])
-    truth.append(np.asarray(batch["rating"])[valid])
+    placed = put(batch)
+    out = eval_step(params, placed)
+    # A plain jax.device_get fails on arrays that span other processes' devices.
+    got = multihost_utils.process_allgather(
+        {"pred": out["rating"], "rating": placed["rating"], "valid": placed["valid"]}, tiled=True)
+    valid = np.asarray(got["valid"]) > 0
+    preds.append(np.asarray(got["pred"])[valid])
+    truth.append(np.asarray(got["rating"])[valid])
   pred, true = np.concatenate(preds), np.concatenate(truth)
   result = {"n": float(len(pred))}
   if scale.implicit:  # every row is a positive: rating errors mean nothing (see eval/evaluate.py)
@@ -255,7 +296,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        data: prepare_lib.PreparedData | None = None) -> dict[str, Any]:
   """Runs (or resumes) every phase of `config` in `workdir`; returns the final metrics.
 
-  `partitioner` places state and batches on a mesh (train/sharding.py); None = one device.
+  `partitioner` places state and batches on a mesh (train/sharding.py; main.py passes
+  `MeshPartitioner.from_config(config.mesh)`); None = the default device.
   `data` reuses already prepared data (tests, notebooks); default `prepare_data(config)`.
   """
   workdir = pathlib.Path(workdir)
@@ -268,6 +310,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   chash = config_hash(config)
   seed = int(config.seed)
   t_start = time.time()
+  main_process = distributed.is_main_process()
 
   # ---------------------------------------------------------------------- checkpoints, resume
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints))
@@ -281,148 +324,191 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        "resume with the same config, or use a new --workdir")
     _log.info("resuming from checkpoint %d: phase %d (%s), step %d", resume_step,
               meta["phase_index"], meta["phase_name"], meta["step"])
-  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+  if main_process:
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
   # ---------------------------------------------------------------------- data and model
   if data is None:
     data = prepare_lib.prepare_data(config)
   model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(seed))
   rating_output = model.rating_output
+  enc_cfg = getattr(getattr(model, "encoder", None), "config", None)
+  if config.model.kind != "cross_encoder" or not isinstance(enc_cfg, bert_lib.BertConfig):
+    enc_cfg = None  # FLOPs are counted for the cross-encoder only (train/flops.py)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
   labels = optim.label_params(params)
-  put = partitioner.put_batch if partitioner is not None else (lambda b: b)
+  # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
+  # the default device without a partitioner.
+  put = partitioner.put_batch if partitioner is not None else jax.device_put
   batch_sharding = partitioner.batch_sharding() if partitioner is not None else None
+  mesh = getattr(partitioner, "mesh", None)
+  peak, _ = flops_lib.peak_flops()
   eval_step = step_lib.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output,
                                       batch_sharding=batch_sharding)
-  writer = MetricWriter(workdir, tensorboard=bool(tc.tensorboard))
+  writer = MetricWriter(workdir, tensorboard=bool(tc.tensorboard), enabled=main_process)
   _log.info("model: %s, %d parameters", config.model.kind, state_lib.tree_size(params))
 
   # ---------------------------------------------------------------------- phases
   prev_opt_state, prev_opt_step = None, 0
   global_step = 0
   phase_results = list(meta.get("phase_results", [])) if meta is not None else []
+  # Under the mesh, the encoder's `constrain` hints pin activations (models/partitioning.py).
+  mesh_context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   try:
-    for p_i, phase in enumerate(phases):
-      where = f"phases[{p_i}] ({phase.name!r})"
-      if meta is not None and p_i < meta["phase_index"]:
+    with mesh_context:
+      for p_i, phase in enumerate(phases):
+        where = f"phases[{p_i}] ({phase.name!r})"
+        if meta is not None and p_i < meta["phase_index"]:
+          global_step += phase.steps
+          continue
+        # -------------------------------------------------------------- phase setup
+        opt = phase_optimizer(config, phase, labels, where)
+        use_source, use_target = phase_uses(phase)
+        carry = not phase.reset_optimizer and p_i > 0
+        if carry and prev_opt_state is not None:
+          fresh = jax.eval_shape(opt.tx.init, params)
+          if jax.tree.structure(fresh) != jax.tree.structure(prev_opt_state):
+            raise ValueError(f"{where}.reset_optimizer=False, but its optimiser (frozen groups "
+                             f"{list(phase.frozen)}) differs from the previous phase's; reset it")
+        rng = state_lib.make_rng(seed, p_i, impl=tc.dropout_rng_impl)
+
+        def init(params_, rest_, opt_state_, opt_step_, tx=opt.tx, rng=rng):
+          return state_lib.init_train_state(params_, tx, rng, rest_, opt_state=opt_state_,
+                                            opt_step=opt_step_)
+
+        init_args = (params, rest, prev_opt_state if carry else None,
+                     prev_opt_step if carry else 0)
+        abstract = jax.eval_shape(init, *init_args)
+        state_sharding = None
+        if partitioner is not None:
+          state_sharding = partitioner.state_sharding(abstract)
+        step, data_state = 0, None
+        if meta is not None and p_i == meta["phase_index"]:
+          target = checkpoint_lib.abstract_like(abstract, state_sharding)
+          state = ckpt.restore_state(resume_step, target)
+          step, data_state = int(meta["step"]), meta["data_state"]
+          meta = None
+        elif isinstance(partitioner, sharding.MeshPartitioner):
+          # Compiled with out_shardings: the optimiser state is born sharded on the mesh.
+          state, state_sharding = sharding.create_sharded_state(
+              init, partitioner.mesh, partitioner.rules, *_on_mesh(init_args, partitioner))
+        else:
+          state = init(*init_args)
+          if state_sharding is not None:
+            state = jax.device_put(state, state_sharding)
+        weights = {k: schedules.loss_weight_schedule(phase.weights[k], name=f"{where}.weights.{k}")
+                   for k in ("source", "target", "domain")}
+        alignment = phase_alignment(phase)
+        train_step = step_lib.make_train_step(
+            graphdef, rng_state, opt, weights=weights,
+            lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
+            alignment=alignment,
+            rating_output=rating_output, use_source=use_source, use_target=use_target,
+            rng_impl=tc.dropout_rng_impl, state_sharding=state_sharding,
+            batch_sharding=batch_sharding)
+        host_batches = data.train_batches(use_source=use_source, use_target=use_target,
+                                          seed=seed + p_i)
+        if data_state is not None:
+          host_batches.set_state(data_state)
+        # The next batches go on device while the current step runs; its state counts only the
+        # batches handed out, so a checkpoint resumes at the right one.
+        batches = pipeline.DevicePrefetch(host_batches, put, size=PREFETCH)
+        info = {"phase": phase.name, "phase_index": p_i}
+        examples_per_step = (data.batch_size * use_source + data.target_batch_size * use_target)
+        count_flops = _step_flops_fn(enc_cfg, config.model, alignment, use_source, use_target)
+
+        # -------------------------------------------------------------- train loop
+        pending: list[tuple[int, Any, float | None]] = []
+        last_flush = (time.time(), step)
+        progress = _progress(phase, step, bool(tc.progress_bar) and main_process)
+
+        def flush() -> None:
+          nonlocal pending, last_flush
+          if not pending:
+            return
+          host = jax.device_get([m for _, m, _ in pending])
+          for (s, _, _), m in zip(pending, host):
+            bad = [k for k in _FINITE if not math.isfinite(float(m[k]))]
+            if bad:
+              good = ckpt.latest_step()
+              raise NonFiniteLossError(
+                  f"non-finite {', '.join(bad)} in {where} at step {s} of {phase.steps} "
+                  f"(global step {global_step + s}): "
+                  f"{ {k: float(v) for k, v in m.items() if k.startswith('loss') or k in bad} }. "
+                  f"Training stopped; the last good checkpoint is "
+                  f"{'none' if good is None else good} in {ckpt.directory}")
+          scalars = _reduce(host)
+          for side in ("source", "target"):  # batch RMSE back to the domain's own scale
+            if f"rmse_{side}" in scalars:
+              scale = data.scales[side]
+              scalars[f"rmse_{side}"] *= 0.0 if scale.implicit else (scale.high - scale.low)
+          now, s_end = time.time(), pending[-1][0]
+          seconds = max(now - last_flush[0], 1e-9)
+          rate = (s_end - last_flush[1]) / seconds
+          scalars.update(steps_per_sec=rate, examples_per_sec=rate * examples_per_step)
+          step_flops = [f for _, _, f in pending]
+          if all(f is not None for f in step_flops):
+            # Model FLOPs of the interval's steps over its wall time (includes compilation
+            # and host work in the first interval, as steps_per_sec does).
+            scalars["tflops_per_s"] = sum(step_flops) / seconds / 1e12
+            util = flops_lib.mfu(sum(step_flops), seconds, jax.device_count(), peak)
+            if util is not None:
+              scalars["mfu"] = util
+          writer.write("train", global_step + s_end, {**info, "step": s_end}, scalars)
+          progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+          pending, last_flush = [], (now, s_end)
+
+        while step < phase.steps:
+          src, tgt = next(batches)
+          # Batches are already on device: any transfer inside the step is a bug (a host
+          # constant, a numpy argument) that would sync every step.
+          with jax.transfer_guard("disallow"):
+            state, m = train_step(state, src, tgt)
+          step += 1
+          pending.append((step, m, count_flops(src, tgt)))
+          progress.update(1)
+          last = step == phase.steps
+          do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
+          do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
+          if tc.check_finite_every_step or step % tc.log_every == 0 or last or do_eval or do_ckpt:
+            flush()
+          if do_eval:
+            result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
+                              data.scales["target"], put)
+            writer.write("target_valid", global_step + step, {**info, "step": step}, result)
+          if do_ckpt:
+            ckpt.save(global_step + step, state,
+                      _meta(p_i, phase, step, global_step + step, batches.get_state(),
+                            phase_results, chash, config))
+        progress.close()
+        if hasattr(host_batches, "close"):
+          host_batches.close()
         global_step += phase.steps
-        continue
-      # ---------------------------------------------------------------- phase setup
-      opt = phase_optimizer(config, phase, labels, where)
-      use_source, use_target = phase_uses(phase)
-      carry = not phase.reset_optimizer and p_i > 0
-      if carry and prev_opt_state is not None:
-        fresh = jax.eval_shape(opt.tx.init, params)
-        if jax.tree.structure(fresh) != jax.tree.structure(prev_opt_state):
-          raise ValueError(f"{where}.reset_optimizer=False, but its optimiser (frozen groups "
-                           f"{list(phase.frozen)}) differs from the previous phase's; reset it")
-      state = state_lib.init_train_state(
-          params, opt.tx, state_lib.make_rng(seed, p_i, impl=tc.dropout_rng_impl), rest,
-          opt_state=prev_opt_state if carry else None, opt_step=prev_opt_step if carry else 0)
-      state_sharding = None
-      if partitioner is not None:
-        state_sharding = partitioner.state_sharding(jax.eval_shape(lambda s=state: s))
-      step, data_state = 0, None
-      if meta is not None and p_i == meta["phase_index"]:
-        target = checkpoint_lib.abstract_like(jax.eval_shape(lambda s=state: s), state_sharding)
-        state = ckpt.restore_state(resume_step, target)
-        step, data_state = int(meta["step"]), meta["data_state"]
-        meta = None
-      elif state_sharding is not None:
-        state = jax.device_put(state, state_sharding)
-      weights = {k: schedules.loss_weight_schedule(phase.weights[k], name=f"{where}.weights.{k}")
-                 for k in ("source", "target", "domain")}
-      train_step = step_lib.make_train_step(
-          graphdef, rng_state, opt, weights=weights,
-          lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
-          alignment=phase_alignment(phase),
-          rating_output=rating_output, use_source=use_source, use_target=use_target,
-          rng_impl=tc.dropout_rng_impl, state_sharding=state_sharding,
-          batch_sharding=batch_sharding)
-      batches = data.train_batches(use_source=use_source, use_target=use_target, seed=seed + p_i)
-      if data_state is not None:
-        batches.set_state(data_state)
-      info = {"phase": phase.name, "phase_index": p_i}
-      examples_per_step = (data.batch_size * use_source + data.target_batch_size * use_target)
 
-      # ---------------------------------------------------------------- train loop
-      pending: list[tuple[int, Any]] = []
-      last_flush = (time.time(), step)
-      progress = _progress(phase, step, bool(tc.progress_bar))
+        # -------------------------------------------------------------- phase end
+        result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
+                          data.scales["target"], put)
+        writer.write("target_valid", global_step, {**info, "step": phase.steps}, result)
+        # Traces of this process's train step (one per bucket length seen; 0 when it resumed
+        # at the phase's end): a larger number means shapes are leaking into the compiled step.
+        phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result,
+                              "step_traces": train_step.num_traces})
+        _log.info("%s done: target_valid %s", where, result)
+        params, rest = state.params, state.rest
+        prev_opt_state, prev_opt_step = state.opt_state, state.opt_step
 
-      def flush() -> None:
-        nonlocal pending, last_flush
-        if not pending:
-          return
-        host = jax.device_get([m for _, m in pending])
-        for (s, _), m in zip(pending, host):
-          bad = [k for k in _FINITE if not math.isfinite(float(m[k]))]
-          if bad:
-            good = ckpt.latest_step()
-            raise NonFiniteLossError(
-                f"non-finite {', '.join(bad)} in {where} at step {s} of {phase.steps} "
-                f"(global step {global_step + s}): "
-                f"{ {k: float(v) for k, v in m.items() if k.startswith('loss') or k in bad} }. "
-                f"Training stopped; the last good checkpoint is "
-                f"{'none' if good is None else good} in {ckpt.directory}")
-        scalars = _reduce(host)
-        for side in ("source", "target"):  # batch RMSE back to the domain's own scale
-          if f"rmse_{side}" in scalars:
-            scale = data.scales[side]
-            scalars[f"rmse_{side}"] *= 0.0 if scale.implicit else (scale.high - scale.low)
-        now, s_end = time.time(), pending[-1][0]
-        rate = (s_end - last_flush[1]) / max(now - last_flush[0], 1e-9)
-        scalars.update(steps_per_sec=rate, examples_per_sec=rate * examples_per_step)
-        writer.write("train", global_step + s_end, {**info, "step": s_end}, scalars)
-        progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
-        pending, last_flush = [], (now, s_end)
-
-      while step < phase.steps:
-        src, tgt = next(batches)
-        state, m = train_step(state, put(src), put(tgt))
-        step += 1
-        pending.append((step, m))
-        progress.update(1)
-        last = step == phase.steps
-        do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
-        do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
-        if tc.check_finite_every_step or step % tc.log_every == 0 or last or do_eval or do_ckpt:
-          flush()
-        if do_eval:
-          result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
-                            data.scales["target"], put)
-          writer.write("target_valid", global_step + step, {**info, "step": step}, result)
-        if do_ckpt:
-          ckpt.save(global_step + step, state,
-                    _meta(p_i, phase, step, global_step + step, batches.get_state(),
-                          phase_results, chash, config))
-      progress.close()
-      if hasattr(batches, "close"):
-        batches.close()
-      global_step += phase.steps
-
-      # ---------------------------------------------------------------- phase end
-      result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
-                        data.scales["target"], put)
-      writer.write("target_valid", global_step, {**info, "step": phase.steps}, result)
-      # Traces of this process's train step (one per bucket length seen; 0 when it resumed at
-      # the phase's end): a larger number means shapes are leaking into the compiled step.
-      phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result,
-                            "step_traces": train_step.num_traces})
-      _log.info("%s done: target_valid %s", where, result)
-      params, rest = state.params, state.rest
-      prev_opt_state, prev_opt_step = state.opt_state, state.opt_step
-
-    # ---------------------------------------------------------------------- final evaluation
-    ckpt.wait()
-    final: dict[str, Any] = {"global_step": global_step, "phases": phase_results}
-    for name in tc.final_eval:
-      final[name] = evaluate(eval_step, params, data.eval_batches(name), data.scale_of(name), put)
-      writer.write(name, global_step, {"phase": "final"}, final[name])
+      # ---------------------------------------------------------------- final evaluation
+      ckpt.wait()
+      final: dict[str, Any] = {"global_step": global_step, "phases": phase_results}
+      for name in tc.final_eval:
+        final[name] = evaluate(eval_step, params, data.eval_batches(name), data.scale_of(name),
+                               put)
+        writer.write(name, global_step, {"phase": "final"}, final[name])
     final["data"] = data.report
     final["wall_s"] = time.time() - t_start
-    (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))
+    if main_process:
+      (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))
     return final
   finally:
     writer.close()
@@ -433,3 +519,47 @@ def _progress(phase: Any, initial: int, enabled: bool):
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
   return tqdm(total=phase.steps, initial=initial, desc=phase.name, disable=not enabled,
               dynamic_ncols=True, leave=False)
+
+
+def _on_mesh(tree: Any, partitioner: sharding.MeshPartitioner) -> Any:
+  """`tree`'s arrays as global arrays on the partitioner's mesh, each placed by its rule.
+
+  Arrays already on the mesh (the previous phase's state) stay as they are; others (the
+  freshly built model on the default device of this process) are cut into the shards each
+  device of this process holds, so the jitted init also works across processes.
+  """
+  mesh_devices = set(partitioner.mesh.devices.flat)
+  shardings = partitioner.state_sharding(jax.eval_shape(lambda t: t, tree))
+
+  def place(x: Any, s: Any) -> Any:
+    if not hasattr(x, "shape"):
+      return x  # Python scalars: traced as such
+    if isinstance(x, jax.Array) and set(x.sharding.device_set) == mesh_devices:
+      return x
+    host = np.asarray(x)
+    return jax.make_array_from_callback(host.shape, s, lambda index: host[index])
+
+  return jax.tree.map(place, tree, shardings)
+
+
+def _step_flops_fn(enc_cfg: bert_lib.BertConfig | None, model_cfg: Any,
+                   alignment: losses.Alignment, use_source: bool,
+                   use_target: bool) -> Callable[[Any, Any], float | None]:
+  """`(src, tgt) -> model FLOPs of the step` (padded shapes, `flops.step_flops`); None when
+  the model's FLOPs are not counted."""
+  heads = (tuple(model_cfg.rating_head.hidden),)
+  if alignment.uses_discriminator:
+    heads += (tuple(model_cfg.discriminator.hidden),)
+  pooler = model_cfg.pooling == "pooler"
+
+  def count(src: Any, tgt: Any) -> float | None:
+    if enc_cfg is None:
+      return None
+    total = 0.0
+    for used, batch in ((use_source, src), (use_target, tgt)):
+      if used:
+        rows, seq = batch["input_ids"].shape
+        total += flops_lib.step_flops(enc_cfg, rows, seq, head_widths=heads, pooler=pooler)
+    return total
+
+  return count
