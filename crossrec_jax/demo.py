@@ -18,7 +18,8 @@ import time
 from absl import app
 from absl import flags
 
-_WORKDIR = flags.DEFINE_string("workdir", "runs/demo", "Study directory (finished runs are reused).")
+_WORKDIR = flags.DEFINE_string("workdir", "runs/demo",
+                               "Study directory (finished runs are reused).")
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu"], "Study preset.")
 _STUDY = flags.DEFINE_string("study", "transfer_study",
                              "Study file in experiments/ (e.g. transfer_study_bookcrossing).")

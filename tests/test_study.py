@@ -99,3 +99,13 @@ def test_protocol_matches_the_trainers_own_rating_eval(tmp_path):
   assert ours["test/n_ratings"] == theirs["n"] == len(cell.split.test)
   assert ours["test/rmse"] == pytest.approx(theirs["rmse"], rel=1e-5)
   assert ours["test/mae"] == pytest.approx(theirs["mae"], rel=1e-5)
+
+
+def test_verdict_compares_the_best_transfer_method():
+  rows = [{"method": m, "kind": k, "label_fraction": 0.1, "seed": s, "test/rmse": v + 0.01 * s}
+          for m, k, v in (("dann", "lm", 1.00), ("joint", "lm", 1.05), ("target_only", "lm", 1.20),
+                          ("mf", "baseline", 0.90), ("bias", "baseline", 1.005))
+          for s in range(2)]
+  text = study.verdict(rows, "test/rmse", [0.1], ["dann", "joint"], ["target_only", "mf", "bias"])
+  assert "best transfer method dann 1.0050 ± 0.0050" in text
+  assert "better than target_only" in text and "worse than mf" in text and "tied with bias" in text

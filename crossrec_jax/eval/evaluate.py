@@ -6,8 +6,8 @@ Three protocols, all on the target domain's own rating scale:
       i.e. TALLRec's "rating > 3" on 1-5 and "> 5.5" on 1-10), 'test/n_ratings', 'test/n_like';
   (b) ranking: each evaluated user's last held-out item (canonical order) among `num_negatives`
       sampled never-interacted items (seeded, `splits.ranking_candidates`) -> 'test/HR@10',
-      'test/NDCG@10', 'test/MRR', 'test/n_users', ...; and optionally full ranking over all target items except
-      the user's training items for a subset of users -> 'test/full/HR@10', ...;
+      'test/NDCG@10', 'test/MRR', 'test/n_users', ...; and optionally full ranking over all
+      target items except the user's training items for a subset of users -> 'test/full/HR@10', ...;
   (c) cold start: (a) and (b) restricted to users with no training row in the target domain
       -> 'test/cold/rmse', ... (absent when the split has no such user).
 Ties count in expectation (`ranking.py`): a constant scorer gets HR@K = K / C, never 0 or 1.
@@ -171,7 +171,8 @@ def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) ->
   cold = cold_users(domain, split) if spec.cold_start else np.zeros(inter.num_users, bool)
   parts = {}
   for which in spec.which:
-    # 'test' draws with spec.seed itself (YARDSTICKS P-rank-loo: default_rng(0)), 'valid' with another.
+    # 'test' draws with spec.seed itself (YARDSTICKS P-rank-loo: default_rng(0)), 'valid' with
+    # another seed.
     seed = spec.seed if which == "test" else spec.seed + 7919
     rows = split.rows(which)
     if len(rows) == 0:
@@ -237,11 +238,12 @@ def plan_metrics(plan: EvalPlan, which: str, *, rating_pred=None, rating_true=No
   part, spec = plan.parts[which], plan.spec
   out: dict[str, float] = {}
   if rating_pred is not None and len(part.rating_rows):
-    out.update(prefixed(rating_metrics(rating_pred, rating_true, plan.scale, spec.threshold), which))
+    out.update(prefixed(rating_metrics(rating_pred, rating_true, plan.scale, spec.threshold),
+                        which))
     if part.rating_cold.any():
       cold = part.rating_cold
-      out.update(prefixed(rating_metrics(np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold],
-                                         plan.scale, spec.threshold), f"{which}/cold"))
+      pred, true = np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold]
+      out.update(prefixed(rating_metrics(pred, true, plan.scale, spec.threshold), f"{which}/cold"))
   if rank_scores is not None and len(part.rank_rows):
     out.update(prefixed(ranking_scores_metrics(rank_scores, ks=spec.ks), which))
     if part.rank_cold.any():
@@ -275,7 +277,8 @@ def evaluate_model(model: Any, domain: schema.Domain, plan: EvalPlan) -> dict[st
 
 
 def candidate_domain(domain: schema.Domain, rows: np.ndarray, candidates: np.ndarray,
-                     mask: np.ndarray | None = None) -> tuple[schema.Domain, np.ndarray, np.ndarray]:
+                     mask: np.ndarray | None = None
+                     ) -> tuple[schema.Domain, np.ndarray, np.ndarray]:
   """The domain plus one new interaction per (row, candidate) cell: same user and time as the row,
   the candidate's item, so its history is the row's history (`splits.history_rows` sees only rows
   strictly before that time, and the new rows are visible to nobody).
@@ -333,7 +336,7 @@ def candidate_examples(data: schema.CrossDomainData | schema.Domain, split: spli
 
 def score_fn_from_eval_step(eval_step: Callable[..., Any], params: Any,
                             key: str = "rating") -> Callable[[Mapping[str, np.ndarray]], Any]:
-  """`batch -> eval_step(params, batch)[key]`: the train step module's jitted eval step as a scorer."""
+  """`batch -> eval_step(params, batch)[key]`: the jitted eval step (train/step.py) as a scorer."""
   def score_fn(batch):
     return eval_step(params, batch)[key]
   return score_fn
@@ -400,13 +403,15 @@ class Evaluator:
     self.sets: dict[tuple[str, str], tuple[Any, np.ndarray | None, tuple[int, int]]] = {}
     for which, part in self.plan.parts.items():
       if len(part.rating_rows):
-        sub = dataclasses.replace(split, valid=part.rating_rows if which == "valid" else split.valid,
-                                  test=part.rating_rows if which == "test" else split.test)
+        sub = dataclasses.replace(
+            split, valid=part.rating_rows if which == "valid" else split.valid,
+            test=part.rating_rows if which == "test" else split.test)
         ex = examples_lib.build_examples(data, sub, domain_id=domain_id, which=which,
                                          test_sees_valid=test_sees_valid, **kw)
         self.sets[(which, "rating")] = (ex, None, (len(part.rating_rows), 1))
-      for kind, rows, cands, mask in (("rank", part.rank_rows, part.candidates, None),
-                                      ("full", part.full_rows, part.full_candidates, part.full_mask)):
+      for kind, rows, cands, mask in (
+          ("rank", part.rank_rows, part.candidates, None),
+          ("full", part.full_rows, part.full_candidates, part.full_mask)):
         if len(rows):
           ex, cells = candidate_examples(data, split, rows, cands, mask, which=which,
                                          domain_id=domain_id, test_sees_valid=test_sees_valid, **kw)

@@ -37,7 +37,8 @@ def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str
   """curves: method -> metrics.jsonl records. Left: train 'loss'; right: target-valid 'rmse'."""
   fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
   for method, records in curves.items():
-    train = [(r["global_step"], r["loss"]) for r in records if r.get("split") == "train" and "loss" in r]
+    train = [(r["global_step"], r["loss"]) for r in records
+             if r.get("split") == "train" and "loss" in r]
     valid = [(r["global_step"], r["rmse"]) for r in records
              if r.get("split") == "target_valid" and "rmse" in r]
     if train:

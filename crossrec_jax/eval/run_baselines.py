@@ -83,7 +83,8 @@ class ZeroShotTitlePrior(baselines._Rater):  # pylint: disable=protected-access
     m = np.asarray(source_item_mean, np.float64)
     self.mu = float(baselines.rescale(source_global_mean, source_scale, target_scale))
     self.matched = ~np.isnan(m)
-    self.item_pred = np.where(self.matched, baselines.rescale(m, source_scale, target_scale), self.mu)
+    self.item_pred = np.where(self.matched, baselines.rescale(m, source_scale, target_scale),
+                              self.mu)
     return self
 
   def _predict(self, u, i):

@@ -344,8 +344,9 @@ def run_baseline_cell(get_cell: Callable[[], Cell], name: str, path: pathlib.Pat
   cell = get_cell()
   split = cell.baseline_split()
   start = time.time()
-  metrics = run_baselines.run_baseline(name, cell.target, split, cell.plan, cell.source,
-                                       seed=cell.seed, title_with_year=bool(cell.study.title_with_year))
+  metrics = run_baselines.run_baseline(
+      name, cell.target, split, cell.plan, cell.source, seed=cell.seed,
+      title_with_year=bool(cell.study.title_with_year))
   result = {"metrics": metrics, "train_s": time.time() - start, "eval_s": 0.0}
   _write_json(path, result)
   log(f"  {name:12s} {_tag(cell.fraction, cell.seed):16s} fit+eval {result['train_s']:5.1f}s  "
@@ -434,7 +435,8 @@ def result_rows(study: ml_collections.ConfigDict, workdir: pathlib.Path,
         result = run_baseline_cell(get_cell, method, workdir / "baselines" / method /
                                    f"{_tag(fraction, seed)}.json", log=log)
       rows.append({"method": method, "kind": kind, "label_fraction": fraction, "seed": seed,
-                   "train_s": result["train_s"], "eval_s": result["eval_s"], **result["metrics"]})
+                   "train_s": result["train_s"], "eval_s": result["eval_s"],
+                   "cpu_s": result.get("cpu_s", result["train_s"]), **result["metrics"]})
     if (fraction, seed) == pca_at:
       pca_path = workdir / "features" / "pca.json"
       if not pca_path.exists():
@@ -504,6 +506,33 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], metric: str,
   return "\n".join(lines)
 
 
+def verdict(rows: Sequence[Mapping[str, Any]], metric: str, fractions: Sequence[float],
+            transfer: Sequence[str], references: Sequence[str]) -> str:
+  """One line per label fraction: the best transfer method's mean vs each reference's mean
+  (better / worse, and whether the gap is within one standard deviation of either)."""
+  stats = summarise(rows, metric)
+  lower = metric.split("/")[-1].lower() in LOWER_IS_BETTER
+  lines = [f"Does transfer beat the references on {metric}? (means over seeds; 'tied' = the gap is "
+           "within one std of either)"]
+  for f in fractions:
+    cands = [(stats[m][f], m) for m in transfer if m in stats and f in stats[m]]
+    if not cands:
+      continue
+    (mean, std, _), best = (min if lower else max)(cands, key=lambda c: c[0][0])
+    parts = []
+    for ref in references:
+      if ref == best or ref not in stats or f not in stats[ref]:
+        continue
+      r_mean, r_std, _ = stats[ref][f]
+      gap = mean - r_mean
+      word = ("tied with" if abs(gap) <= max(std, r_std) else
+              "better than" if (gap < 0) == lower else "worse than")
+      parts.append(f"{word} {ref} ({r_mean:.4f})")
+    lines.append(f"- {100 * f:g}% labels: best transfer method {best} {mean:.4f} ± {std:.4f}: "
+                 + ("; ".join(parts) or "no reference ran here") + ".")
+  return "\n".join(lines)
+
+
 def header(study: ml_collections.ConfigDict, workdir: pathlib.Path, wall_s: float) -> str:
   """What the table is: data, preset, its truncations, protocol, machine, time."""
   cfg = run_config(study, study.methods[0], 1.0, int(study.seeds[0]), workdir)
@@ -525,8 +554,8 @@ def header(study: ml_collections.ConfigDict, workdir: pathlib.Path, wall_s: floa
       f"{list(study.seeds)}; label fractions {[float(f) for f in study.label_fractions]}.",
       f"- Preset `{study.preset}` truncations: encoder {encoder}; max_len {d.max_len}, history "
       f"{d.history_len} items; users subsampled to source {d.users.source or 'all'} / target "
-      f"{d.users.target or 'all'}; training examples capped at source {d.max_examples.source_train or 'all'}"
-      f" / target {d.max_examples.target_train or 'all'}; batch {d.batch_size}; steps per "
+      f"{d.users.target or 'all'}; training examples capped at source "
+      f"{d.max_examples.source_train or 'all'} / target {d.max_examples.target_train or 'all'}; batch {d.batch_size}; steps per "
       f"method {steps}.",
       f"- Protocol: rating on {e.rating_rows or 'all'} target {'/'.join(e.which)} ratings (whole "
       f"users); ranking: last held-out item of {e.ranking_users or 'all'} users among "
@@ -546,6 +575,12 @@ def write_outputs(study: ml_collections.ConfigDict, workdir: pathlib.Path,
   write_csv(rows, workdir / "results.csv")
   fractions = sorted({float(f) for f in study.label_fractions}, reverse=True)
   parts = [header(study, workdir, wall_s)]
+  transfer = [m for m in study.methods if m != "target_only"]
+  references = [m for m in ("target_only", "global_mean", "mf", "bias", "title_prior",
+                            "popularity") if m in (*study.methods, *study.baselines)]
+  for metric in ("test/rmse", "test/HR@10"):
+    if any(metric in r for r in rows):
+      parts.append(verdict(rows, metric, fractions, transfer, references))
   for metric in study.table_metrics:
     if any(metric in r for r in rows):
       parts.append(markdown_table(rows, metric, fractions,
@@ -560,8 +595,8 @@ def write_outputs(study: ml_collections.ConfigDict, workdir: pathlib.Path,
   (workdir / "results.md").write_text(md)
   for metric in study.table_metrics:
     if any(metric in r for r in rows):
-      plots.metric_vs_fraction(rows, metric,
-                               workdir / f"{metric.replace('/', '_').replace('@', '')}_vs_labels.png",
+      name = metric.replace("/", "_").replace("@", "")
+      plots.metric_vs_fraction(rows, metric, workdir / f"{name}_vs_labels.png",
                                title=f"{study.name}: {metric}")
   curves = {}
   for method in study.methods:
