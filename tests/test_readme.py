@@ -1,29 +1,255 @@
-"""The README tells the truth: every Python snippet in it runs and prints what its comments say."""
+"""The README and docs/ tell the truth.
+
+* Every Python snippet in README.md and docs/*.md runs and prints what its comments say.
+* Every shell command in their ```bash blocks is checked: `make` targets and variables exist; a
+  `python -m MODULE` / `python SCRIPT` command's flags are flags that program defines (read from
+  its own --helpfull / --help), its `--config=FILE:PRESET` loads with every `--config.*` override
+  (unknown keys are errors), and the study/preset a `--study` names loads. Commands at the `tiny`
+  preset are the ones the suite runs end to end (tests/test_main.py runs every experiment's tiny
+  preset through main.py, tests/test_study.py the tiny study); `make demo` runs the demo; the
+  larger presets need hours or accelerators, so they are checked, not run, here.
+* docs/configuration.md lists every key of `config_base.base_config` with its per-preset default.
+"""
 
 import contextlib
+import functools
 import io
 import re
+import shlex
+import subprocess
+import sys
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from conftest import REPO_ROOT
 
 FENCE = re.compile(r"```python\n(.*?)```", re.S)
+BASH = re.compile(r"```bash\n(.*?)```", re.S)
+# An inline command in the prose: `python ...`, `make ...` (may wrap onto the next line).
+INLINE = re.compile(r"`((?:\.venv/bin/)?python3? [^`]+|make [^`]+)`")
+DOCS = ("README.md", "docs/extending.md", "docs/configuration.md")
 
 
-def python_blocks() -> list[str]:
-  return FENCE.findall((REPO_ROOT / "README.md").read_text())
+def python_blocks(name: str = "README.md") -> list[str]:
+  return FENCE.findall((REPO_ROOT / name).read_text())
 
 
 def test_readme_has_python_snippets():
   assert python_blocks(), "README.md lost its Python examples"
+  assert len(python_blocks("docs/extending.md")) >= 3, "docs/extending.md lost its examples"
 
 
-def test_readme_python_snippets_run_and_print_what_they_claim():
-  for block in python_blocks():
+@pytest.mark.parametrize("name", ["README.md", "docs/extending.md"])
+def test_python_snippets_run_and_print_what_they_claim(name):
+  for block in python_blocks(name):
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-      exec(compile(block, "README.md", "exec"), {})  # pylint: disable=exec-used
+      exec(compile(block, name, "exec"), {"__name__": "readme_snippet"})  # pylint: disable=exec-used
     # A `print(...)   # expected` line promises that output.
     promised = [m.group(1).strip() for m in re.finditer(r"^print\(.*\)\s+#\s*(.+)$", block, re.M)]
     printed = out.getvalue().strip().splitlines()
     for want in promised:
-      assert want in printed, f"README promised {want!r}, printed {printed}"
+      assert want in printed, f"{name} promised {want!r}, printed {printed}"
+
+
+# ----------------------------------------------------------------------------- shell commands
+
+
+def shell_commands() -> list[tuple[str, list[str]]]:
+  """(document, argv) of every command in the ```bash blocks and inline in the prose; env
+  assignments dropped."""
+  out = []
+  for name in DOCS:
+    text = (REPO_ROOT / name).read_text()
+    inline = [" ".join(m.split()) for m in INLINE.findall(BASH.sub("", FENCE.sub("", text)))]
+    for block in BASH.findall(text) + inline:
+      for line in block.replace("\\\n", " ").splitlines():
+        argv = shlex.split(line, comments=True)
+        while argv and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", argv[0]):
+          argv = argv[1:]  # XLA_FLAGS=... before the command
+        if argv:
+          out.append((name, argv))
+  return out
+
+
+def test_every_document_command_is_of_a_checked_kind():
+  commands = shell_commands()
+  assert any(argv[:2] == ["make", "demo"] for _, argv in commands)
+  for name, argv in commands:
+    assert argv[0] == "make" or program_of(argv) is not None, (
+        f"{name}: `{shlex.join(argv)}` is neither `make` nor a python program: add a check here")
+
+
+def test_make_commands_name_existing_targets_and_variables():
+  makefile = (REPO_ROOT / "Makefile").read_text()
+  for name, argv in shell_commands():
+    if argv[0] != "make":
+      continue
+    for arg in argv[1:]:
+      if arg == "...":  # `make PYTHON=... ...`: "any target"
+        continue
+      if "=" in arg:
+        var = arg.split("=")[0]
+        assert re.search(rf"^{var}\s*\??=", makefile, re.M), f"{name}: no Makefile variable {var}"
+      else:
+        assert re.search(rf"^{re.escape(arg)}:", makefile, re.M), f"{name}: no make target {arg}"
+
+
+def program_of(argv: list[str]) -> tuple[str, ...] | None:
+  """('-m', module) or (script,) of a python command line; None for anything else."""
+  if not re.fullmatch(r"(\.venv/bin/)?python3?", argv[0]) or len(argv) < 2:
+    return None
+  if argv[1] == "-m":
+    return ("-m", argv[2])
+  return (argv[1],)
+
+
+def program_args(argv: list[str]) -> list[str]:
+  return argv[3:] if argv[1] == "-m" else argv[2:]
+
+
+@functools.lru_cache(maxsize=None)
+def defined_flags(program: tuple[str, ...]) -> frozenset[str]:
+  """The flag names a program's own help lists (absl --helpfull, or argparse --help)."""
+  def run(flag: str) -> tuple[int, str]:
+    proc = subprocess.run([sys.executable, *program, flag], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=300, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+  code, text = run("--helpfull")  # absl: every flag, those of imported modules included
+  if code == 2 and "unrecognized arguments: --helpfull" in text:
+    code, text = run("--help")  # argparse
+  # absl exits 1 after printing its help, argparse 0; a traceback is a broken program.
+  assert code in (0, 1) and "Traceback" not in text, f"{' '.join(program)} help:\n{text[-2000:]}"
+  return frozenset(re.findall(r"--(?:\[no\])?([A-Za-z_][\w-]*)", text))
+
+
+def python_commands() -> list[tuple[str, list[str]]]:
+  return [(n, a) for n, a in shell_commands() if a[0] != "make" and program_of(a) is not None]
+
+
+def test_python_commands_use_flags_their_program_defines():
+  for name, argv in python_commands():
+    known = defined_flags(program_of(argv))
+    for arg in program_args(argv):
+      if not arg.startswith("--") or arg.startswith("--config."):
+        continue
+      flag = arg[2:].split("=")[0]
+      assert flag in known or (flag.startswith("no") and flag[2:] in known), (
+          f"{name}: `{shlex.join(argv)}` uses --{flag}, which {' '.join(program_of(argv))} "
+          f"does not define (it has {sorted(known)})")
+
+
+def load_config(args: list[str]):
+  """The locked config that `--config=FILE:ARG --config.k=v ...` gives, as main.py builds it."""
+  from crossrec_jax import main as main_lib  # pylint: disable=g-import-not-at-top
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  argv = ["prog", *[a for a in args if a.startswith("--config")]]
+  saved, sys.argv = sys.argv, argv  # config_flags reads the overrides from sys.argv
+  try:
+    fv(argv)
+  finally:
+    sys.argv = saved
+  return main_lib.lock_all(fv.config)
+
+
+def test_config_commands_load_with_their_overrides(monkeypatch):
+  monkeypatch.chdir(REPO_ROOT)
+  checked = 0
+  for name, argv in python_commands():
+    args = program_args(argv)
+    if not any(a.startswith("--config=") for a in args):
+      continue
+    try:
+      config = load_config(args)
+    except Exception as e:  # pylint: disable=broad-except
+      pytest.fail(f"{name}: `{shlex.join(argv)}` does not load: {type(e).__name__}: {e}")
+    preset = next(a for a in args if a.startswith("--config=")).rsplit(":", 1)[1]
+    assert config.preset == preset
+    for a in args:
+      if a.startswith("--config.") and "[" not in a:  # the override reached the config
+        key, value = a[len("--config."):].split("=", 1)
+        node = config
+        for part in key.split("."):
+          node = node[part]
+        assert str(node) == value or float(node) == float(value), (name, a, node)
+    checked += 1
+  assert checked >= 5
+
+
+def test_demo_commands_name_a_loadable_study():
+  from crossrec_jax.eval import study  # pylint: disable=g-import-not-at-top
+  for name, argv in python_commands():
+    if program_of(argv) != ("-m", "crossrec_jax.demo"):
+      continue
+    opts = dict(a[2:].split("=", 1) for a in program_args(argv) if "=" in a)
+    config = study.load_experiment(opts.get("study", "transfer_study"), opts.get("preset", "cpu"))
+    assert config.methods, name
+
+
+def test_tiny_commands_are_the_ones_the_suite_runs():
+  import test_main  # pylint: disable=g-import-not-at-top
+  for name, argv in python_commands():
+    config = next((a for a in program_args(argv) if a.startswith("--config=")), "")
+    if not config.endswith(":tiny"):
+      continue
+    stem = re.search(r"experiments/(\w+)\.py", config).group(1)
+    if program_of(argv) == ("-m", "crossrec_jax.main"):
+      assert stem in test_main.EXPERIMENTS, f"{name}: tests/test_main.py does not run {stem}:tiny"
+    else:
+      assert program_of(argv) == ("-m", "crossrec_jax.eval.study") and stem == "transfer_study", (
+          f"{name}: no test runs `{shlex.join(argv)}`")
+
+
+# ----------------------------------------------------------------------------- configuration.md
+
+
+def flat(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def doc_rows() -> dict[str, list[str]]:
+  """key -> the cells after it, for every table row of docs/configuration.md keyed `like.this`."""
+  rows = {}
+  for line in (REPO_ROOT / "docs" / "configuration.md").read_text().splitlines():
+    m = re.match(r"\| `([\w.<>]+)` \|(.*)\|\s*$", line)
+    if m:
+      rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
+  return rows
+
+
+def test_configuration_doc_lists_every_key_with_its_defaults():
+  from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
+  presets = {p: flat(config_base.base_config(p).to_dict()) for p in config_base.PRESETS}
+  rows = doc_rows()
+  groups = "|".join(config_base.GROUPS)
+  documented = set()
+  for key in presets["tiny"]:
+    doc_key = re.sub(rf"^optimizer\.({groups})\.", "optimizer.<group>.", key)
+    assert doc_key in rows, f"docs/configuration.md does not list `{doc_key}`"
+    documented.add(doc_key)
+    cells = rows[doc_key]
+    for i, preset in enumerate(config_base.PRESETS):
+      cell = cells[i] or cells[0]  # an empty cell: same as tiny
+      want = presets[preset][key]
+      if doc_key != key and "heads" in cell:  # "encoder `5e-05`, heads `0.001`"
+        enc, heads = re.findall(r"`([^`]*)`", cell)
+        cell = enc if key.startswith("optimizer.encoder.") else heads
+      assert cell.strip("`") == repr(want), (
+          f"docs/configuration.md: `{doc_key}` at {preset} says {cell}, base_config has {want!r}")
+  stale = {k for k in rows if "." in k or k in ("preset", "seed", "phases")} - documented - {
+      "phases"}
+  stale = {k for k in stale if not k.startswith(("weights.", "lr."))}
+  assert not stale, f"docs/configuration.md lists keys base_config does not have: {sorted(stale)}"
+  phase_table = (REPO_ROOT / "docs" / "configuration.md").read_text().split("## A phase")[1]
+  for key in config_base.PHASE_KEYS:
+    assert re.search(rf"`{key}[`.]", phase_table), f"phase key {key!r} missing from the docs"
