@@ -46,6 +46,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 from crossrec_jax.models.partitioning import ACTIVATION_AXES, BATCH_AXES, constrain
+from crossrec_jax.train.optim import param_path_name
 
 __all__ = [
     "MESH_AXES", "BATCH_AXES", "DEFAULT_RULES", "ACTIVATION_AXES", "mesh_shape", "make_mesh",
@@ -134,22 +135,8 @@ def make_mesh(sizes: Mapping[str, int] | Sequence[int] = (-1, 1, 1),
 
 # ---------------------------------------------------------------------------- parameter rules
 
-def path_name(path: Sequence[Any]) -> str:
-  """'params/encoder/layer/0/kernel' for a jax key path (nnx's `.value` attribute dropped)."""
-  parts = []
-  for k in path:
-    if isinstance(k, jax.tree_util.DictKey):
-      parts.append(str(k.key))
-    elif isinstance(k, jax.tree_util.SequenceKey):
-      parts.append(str(k.idx))
-    elif isinstance(k, jax.tree_util.GetAttrKey):
-      if k.name != "value":
-        parts.append(k.name)
-    elif isinstance(k, jax.tree_util.FlattenedIndexKey):
-      parts.append(str(k.key))
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+# One key-path naming for optimiser groups and sharding rules alike ('params/encoder/layer/0/kernel').
+path_name = param_path_name
 
 
 def _axes(entry: Any) -> tuple[str, ...]:
