@@ -136,6 +136,10 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       progress_bar=True,
       tensorboard=True,
       compilation_cache_dir="",  # persistent XLA cache ('' = off)
+      # Model selection: '' = the last parameters; a target-valid metric ('NDCG@10', or
+      # 'target_valid/rmse'...; higher wins, strictly) = the best evaluation of the whole run,
+      # kept in checkpoints_best/ and evaluated by final_eval.
+      select="",
   ))
   c.phases = []
 

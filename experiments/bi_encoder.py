@@ -23,7 +23,8 @@ Methods (phases, as in the cross-encoder experiments):
   joint        source + target ranking losses in every step.
   joint_dann   joint + the DANN domain loss.
 
-Run (one method, three seeds; results in WORKDIR/<method>/seed<s>/results.json):
+Run (one method, three seeds; results in WORKDIR/<method>/seed<s>/results.json; each run directory
+also holds the trainer's checkpoints, so rerunning the same command after a kill resumes it):
   .venv/bin/python experiments/bi_encoder.py --method=joint --preset=cpu \\
       --seeds=2022,2023,2024 --workdir=runs/bi_recbole
   .venv/bin/python experiments/bi_encoder.py --table --workdir=runs/bi_recbole   # the table
@@ -33,10 +34,10 @@ Hardware: tiny and cpu run on a CPU; gpu on one accelerator.
 Expected result (cpu preset, 2-core CPU, seeds 2022-2024, test NDCG@10 mean +- std): see the
 README table (`--table` prints it). Item encoding: ~2 min once, then cached.
 
-The training loop here is the shared compiled step (`train/step.py`, which dispatches to
-`BiEncoderRecommender.losses`), `train/optim.py` groups and `train/schedules.py` weights; what
-the shared `train/trainer.py` lacks for this mode (catalogue + item cache data, full-ranking
-evaluation with selection on valid, the item_tower / user_tower optimiser groups) lives here.
+Training is the shared `train/trainer.py` (phases, optimiser groups, checkpoints + resume, NaN
+checks, selection on target-valid with `train.select`; its compiled step dispatches to
+`BiEncoderRecommender.losses`) over `data/bi_prepare.BiPreparedData` (protocol, catalogue, cached
+item vectors, batches, full-ranking evaluation). `run()` adds the results.json that `--table` reads.
 """
 
 from __future__ import annotations
@@ -49,25 +50,13 @@ import sys
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from flax import nnx
 
 from crossrec_jax import config_base
-from crossrec_jax.data import bi_pipeline
-from crossrec_jax.data import recbole_protocol as rp
-from crossrec_jax.data import sources
+from crossrec_jax.data import bi_prepare
 from crossrec_jax.eval import full_ranking
-from crossrec_jax.models import bi_encoder
-from crossrec_jax.models import item_cache as item_cache_lib
-from crossrec_jax.models import recommender as recommender_lib
-from crossrec_jax.train import losses
-from crossrec_jax.train import optim
-from crossrec_jax.train import schedules
-from crossrec_jax.train import state as state_lib
-from crossrec_jax.train import step as step_lib
+from crossrec_jax.train import trainer
 
 METHODS = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann")
 # Not bi-encoders: a linear item-item reference on the same split (`run_ease`), to show what the
@@ -138,7 +127,7 @@ def get_config(arg: str = "target_only,tiny") -> ml_collections.ConfigDict:
       mode="user", batch_size=128, num_positives=100, keep=0.3, targets="all",
       negatives="catalogue", num_negatives=0, popularity_alpha=0.75,
       item_max_len=64, item_batch_size=256, item_cache_dir="",  # '' = <cache_dir>/item_vectors
-      eval_chunk=256, ks=(10, 20), select="NDCG@10",
+      eval_chunk=256, ks=(10, 20),
   ))
   group = dict(lr=3e-4, warmup_steps=0, decay="constant", decay_steps=0, end_lr_factor=0.0,
                weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8)
@@ -147,242 +136,55 @@ def get_config(arg: str = "target_only,tiny") -> ml_collections.ConfigDict:
   c.optimizer.encoder.lr = 2e-5
   c.optimizer.max_grad_norm = 0.0  # no clipping (measured: clipping at 1.0 cost ~0.003 NDCG@10)
   c.train.eval_every = 200
+  c.train.checkpoint_every = 200  # = eval_every: a resumed run repeats at most one interval
   c.train.log_every = 100
+  c.train.select = "NDCG@10"  # target-valid; the best evaluation of the run is tested
+  c.train.progress_bar = False
   if preset == "tiny":
     c.model.bi_encoder.update(dict(dim=16, item_hidden=32, user_hidden=32, history_len=8))
     c.model.rating_head.hidden = (16,)
     c.model.discriminator.hidden = (16,)
     c.data.bi.update(dict(batch_size=8, num_positives=8, item_max_len=16, eval_chunk=128))
-    c.train.eval_every = 3
+    c.train.eval_every = c.train.checkpoint_every = 3
   elif preset == "gpu":
     c.model.bi_encoder.update(dict(dim=256, item_hidden=512, user_hidden=512, user_layers=2))
     c.data.bi.update(dict(batch_size=256, item_batch_size=1024))
-    c.train.eval_every = 500
+    c.train.eval_every = c.train.checkpoint_every = 500
   c.phases = _phases(method, preset)
   return c
-
-
-# ---------------------------------------------------------------------------- data
-
-
-class BiData:
-  """The protocol's domains, the catalogue, histories and evaluation sets of one seed."""
-
-  def __init__(self, config: ml_collections.ConfigDict):
-    d = config.data
-    raw = sources.load_source(d.source, data_dir=d.data_dir or None, cache_dir=d.cache_dir or None)
-    self.protocol = rp.prepare_recbole_cdr(raw, seed=int(config.seed),
-                                           min_rating=float(d.bi.min_rating), kcore=int(d.bi.kcore))
-    src, tgt = self.protocol.source, self.protocol.target
-    self.catalogue = bi_pipeline.build_catalogue([src.domain, tgt.domain], d.template)
-    self.train = {"source": bi_pipeline.domain_history(src.domain, src.split.train, self.catalogue),
-                  "target": bi_pipeline.domain_history(tgt.domain, tgt.split.train, self.catalogue)}
-    self.eval_sets, self.eval_hist = {}, {}
-    for which in ("valid", "test"):
-      ev = rp.eval_sets(tgt.domain, tgt.split, which, test_sees_valid=bool(d.bi.test_sees_valid))
-      self.eval_sets[which] = ev
-      visible = np.union1d(tgt.split.train, tgt.split.valid) if (
-          which == "test" and d.bi.test_sees_valid) else tgt.split.train
-      self.eval_hist[which] = bi_pipeline.domain_history(tgt.domain, visible, self.catalogue)
-    self.batch_cfg = bi_pipeline.BiBatchConfig(
-        batch_size=int(d.bi.batch_size), history_len=int(config.model.bi_encoder.history_len),
-        mode=d.bi.mode, num_positives=int(d.bi.num_positives), keep=float(d.bi.keep),
-        targets=d.bi.targets, negatives=d.bi.negatives, num_negatives=int(d.bi.num_negatives),
-        popularity_alpha=float(d.bi.popularity_alpha))
-    self.batch_cfg.validate()
-
-  def report(self) -> dict[str, Any]:
-    t = self.protocol.target
-    return {"target_users": int(t.domain.interactions.num_users),
-            "target_items": int(t.domain.num_items),
-            "target_interactions": int(len(t.domain.interactions)),
-            "catalogue_rows": len(self.catalogue),
-            "shared_rows": self.catalogue.shared(self.protocol.source.domain.name, t.domain.name),
-            "split": {"train": len(t.split.train), "valid": len(t.split.valid),
-                      "test": len(t.split.test)}}
-
-  def paired_batches(self, use_source: bool, use_target: bool, seed: int, tokens=None):
-    """Endless (src, tgt) batches; an unused side repeats the used side's batch (ignored)."""
-    its = {side: bi_pipeline.train_batches(self.train[side], self.batch_cfg, seed=seed, stream=i)
-           for i, side in enumerate(("source", "target"))
-           if (use_source, use_target)[i]}
-    while True:
-      got = {side: next(it) for side, it in its.items()}
-      if tokens is not None:
-        got = {k: bi_pipeline.with_item_tokens(b, tokens.input_ids, tokens.attention_mask)
-               for k, b in got.items()}
-      src = got.get("source", got.get("target"))
-      tgt = got.get("target", got.get("source"))
-      yield src, tgt
-
-
-def item_text_table(config, catalogue, *, encoder=None):
-  """The pooled text vectors of the catalogue (cached on disk), the tokenizer and item tokens."""
-  from crossrec_jax.models import hf_import  # pylint: disable=g-import-not-at-top
-  d, m = config.data, config.model
-  enc_cfg = m.encoder
-  tokenizer = hf_import.load_tokenizer(enc_cfg.path or None)
-  if encoder is None:
-    encoder = recommender_lib.build_encoder(enc_cfg, rngs=nnx.Rngs(int(config.seed)))
-  cache_dir = d.bi.item_cache_dir or str(sources.default_cache_dir(d.cache_dir or None) /
-                                         "item_vectors")
-  cache = item_cache_lib.ItemEmbeddingCache(cache_dir)
-  tokens = item_cache_lib.tokenize_items(tokenizer, catalogue.texts, int(d.bi.item_max_len))
-  table, key = cache.get_or_encode(encoder, tokenizer, catalogue.texts, template=d.template,
-                                   max_len=int(d.bi.item_max_len), pooling=m.pooling,
-                                   batch_size=int(d.bi.item_batch_size), tokens=tokens)
-  return table, dict(cache=cache, tokenizer=tokenizer, tokens=tokens, encoder=encoder,
-                     key=key.digest(), hit=cache.hits > 0)
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-
-def make_eval_fns(graphdef, rng_state):
-  """Jitted item vectors of catalogue rows, and user vectors of a history batch given them."""
-
-  @jax.jit
-  def items_fn(params, rest, rows):
-    return nnx.merge(graphdef, params, rng_state, rest).item_vectors(rows)
-
-  @jax.jit
-  def users_fn(params, rest, batch, items):
-    return nnx.merge(graphdef, params, rng_state, rest).user_vectors(batch, item_table=items)
-
-  return items_fn, users_fn
-
-
-def rank_eval(data: BiData, which: str, params, rest, fns, config) -> dict[str, float]:
-  """Full-ranking metrics of the target users of `which` (RecBole definitions)."""
-  items_fn, users_fn = fns
-  ev = data.eval_sets[which]
-  hist = data.eval_hist[which]
-  chunk = int(config.data.bi.eval_chunk)
-  k = int(config.model.bi_encoder.history_len)
-  items = items_fn(params, rest, jnp.asarray(hist.catalogue_rows))  # [I_target, D]
-  vecs = []
-  for start in range(0, len(ev.users), chunk):
-    users = ev.users[start:start + chunk]
-    batch = bi_pipeline.history_batch(hist, users, k, batch_size=chunk)
-    batch = {key: jnp.asarray(batch[key])
-             for key in ("hist_item", "hist_rating", "hist_mask", "item_rows")}
-    vecs.append(np.asarray(users_fn(params, rest, batch, items))[:len(users)])
-  return full_ranking.full_ranking_eval(np.concatenate(vecs), np.asarray(items), ev.positives,
-                                        ev.exclude, ks=tuple(config.data.bi.ks), chunk_size=chunk)
 
 
 # ---------------------------------------------------------------------------- training
 
 
-def phase_optimizer(config, phase, labels, frozen_extra=()) -> optim.Optimizer:
-  groups = {}
-  for g in BI_GROUPS:
-    d = config.optimizer[g].to_dict()
-    if g in phase.lr and phase.lr[g] > 0:
-      d["lr"] = float(phase.lr[g])
-    if d["decay"] == "constant":
-      d["decay_steps"] = None
-    elif not d["decay_steps"]:
-      d["decay_steps"] = int(phase.steps)
-    d["frozen"] = g in phase.frozen or g in frozen_extra
-    groups[g] = optim.GroupConfig.from_dict(d, where=f"optimizer.{g}")
-  return optim.make_optimizer(labels, groups, max_grad_norm=config.optimizer.max_grad_norm or None)
-
-
-def _phase_uses(phase) -> tuple[bool, bool]:
-  align = phase.alignment != "none" and phase.weights.domain != 0
-  return (align or phase.weights.source != 0, align or phase.weights.target != 0)
+BiData = bi_prepare.BiPreparedData  # the name this experiment used before the library class
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-        data: BiData | None = None) -> dict[str, Any]:
-  """Trains every phase of `config`, selecting on target-valid; writes results.json."""
+        data: bi_prepare.BiPreparedData | None = None) -> dict[str, Any]:
+  """Trains (or resumes) every phase of `config` with the shared trainer, selecting on
+  target-valid (`train.select`); writes results.json and returns it."""
   workdir = pathlib.Path(workdir)
-  workdir.mkdir(parents=True, exist_ok=True)
   t0 = time.time()
-  seed = int(config.seed)
-  data = data or BiData(config)
-  bi_cfg = config.model.bi_encoder
-  cached = bool(bi_cfg.cached_only)
-  table, items = item_text_table(config, data.catalogue)
-  t_items = time.time() - t0
-  bi_cfg.num_items = len(data.catalogue)
-  model = bi_encoder.build_bi_encoder(config.model, rngs=nnx.Rngs(seed),
-                                      encoder=None if cached else items["encoder"])
-  model.set_item_text(table)
-  graphdef, params, rng_state, rest = state_lib.split_model(model)
-  del model
-  labels = optim.label_params(params, bi_encoder.OPTIMIZER_PREFIXES)
-  fns = make_eval_fns(graphdef, rng_state)
-  select = config.data.bi.select
-  log = open(workdir / "metrics.jsonl", "w", encoding="utf-8")  # pylint: disable=consider-using-with
-  best = {"valid": {select: -1.0}, "params": None, "rest": None, "where": None}
-  history, num_traces = [], {}
-  global_step = 0
-
-  def evaluate_now(params, rest, where):
-    nonlocal best
-    if not cached:  # a trainable tower: re-encode every item with the current encoder
-      model = nnx.merge(graphdef, params, rng_state, rest)
-      table, _ = items["cache"].get_or_encode(
-          model.encoder, items["tokenizer"], data.catalogue.texts, template=config.data.template,
-          max_len=int(config.data.bi.item_max_len), pooling=config.model.pooling,
-          tokens=items["tokens"])
-      model.set_item_text(table, update_stats=False)
-      rest = state_lib.split_model(model).rest
-    valid = rank_eval(data, "valid", params, rest, fns, config)
-    line = {"split": "target_valid", **where, **valid}
-    log.write(json.dumps(line) + "\n")
-    log.flush()
-    history.append(line)
-    if valid[select] > best["valid"][select]:
-      best = {"valid": valid, "params": jax.device_get(params), "rest": jax.device_get(rest),
-              "where": where}
-    return rest
-
-  try:
-    for p_i, phase in enumerate(config.phases):
-      use_source, use_target = _phase_uses(phase)
-      opt = phase_optimizer(config, phase, labels, frozen_extra=("encoder",) if cached else ())
-      state = state_lib.init_train_state(params, opt.tx, state_lib.make_rng(seed, p_i), rest)
-      weights = {k: schedules.loss_weight_schedule(phase.weights[k]) for k in step_lib.WEIGHT_NAMES}
-      step_fn = step_lib.make_train_step(
-          graphdef, rng_state, opt, weights=weights,
-          lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
-          alignment=losses.make_alignment(phase.alignment, **phase.alignment_options.to_dict()),
-          rating_output=config.model.rating_head.output, use_source=use_source,
-          use_target=use_target)
-      batches = data.paired_batches(use_source, use_target, seed + 1000 * p_i,
-                                    tokens=None if cached else items["tokens"])
-      pending, t_phase = [], time.time()
-      for step in range(1, phase.steps + 1):
-        src, tgt = next(batches)
-        state, metrics = step_fn(state, src, tgt)
-        pending.append(metrics)
-        where = {"phase": phase.name, "step": step, "global_step": global_step + step}
-        if step % int(config.train.log_every) == 0 or step == phase.steps:
-          host = jax.device_get(pending)
-          scalars = {k: float(np.mean([m[k] for m in host])) for k in host[-1]}
-          if not np.isfinite(scalars["loss"]):
-            raise FloatingPointError(f"non-finite loss in phase {phase.name!r} at step {step}")
-          scalars["steps_per_sec"] = len(pending) / max(time.time() - t_phase, 1e-9)
-          log.write(json.dumps({"split": "train", **where, **scalars}) + "\n")
-          pending, t_phase = [], time.time()
-        every = int(config.train.eval_every)
-        if (every and step % every == 0) or step == phase.steps:
-          new_rest = evaluate_now(state.params, state.rest, where)
-          if not cached:
-            state = state.replace(rest=new_rest)
-      num_traces[phase.name] = step_fn.num_traces
-      params, rest = state.params, state.rest
-      global_step += phase.steps
-    test = rank_eval(data, "test", best["params"], best["rest"], fns, config)
-  finally:
-    log.close()
-  result = {"method": config.method, "seed": seed, "preset": config.preset,
-            "selected_at": best["where"], "valid": best["valid"], "test": test,
-            "num_traces": num_traces, "history": history, "data": data.report(),
-            "item_cache": {"key": items["key"], "hit": items["hit"], "seconds": t_items},
+  data = data or bi_prepare.BiPreparedData(config)
+  final = trainer.train_and_evaluate(config, workdir, data=data)
+  # The evaluations inside the phases, from metrics.jsonl; a resumed run appended the ones it
+  # repeated after its last checkpoint again: the last line of each point wins.
+  points: dict[tuple[str, int], dict[str, Any]] = {}
+  for raw in (workdir / "metrics.jsonl").read_text(encoding="utf-8").splitlines():
+    line = json.loads(raw)
+    if line["split"] == "target_valid" and line.get("phase") != "final":
+      line = {"split": line["split"], "phase": line["phase"], "step": line["step"],
+              "global_step": line["global_step"],
+              **{k: v for k, v in line.items()
+                 if k not in ("split", "phase", "phase_index", "step", "global_step")}}
+      points[(line["phase"], line["step"])] = line
+  history = sorted(points.values(), key=lambda l: l["global_step"])
+  result = {"method": config.method, "seed": int(config.seed), "preset": config.preset,
+            "selected_at": final["selected_at"], "valid": final["target_valid"],
+            "test": final["target_test"],
+            "num_traces": {p["phase"]: p["step_traces"] for p in final["phases"]},
+            "history": history, "data": final["data"], "item_cache": data.item_cache_report(),
             "wall_s": time.time() - t0}
   (workdir / "results.json").write_text(json.dumps(result, indent=2, default=str))
   return result
@@ -392,7 +194,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
 
 
 def run_ease(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-             data: BiData | None = None, lams=(100.0, 300.0, 1000.0),
+             data: bi_prepare.BiPreparedData | None = None, lams=(100.0, 300.0, 1000.0),
              source_weights=(0.1, 0.3, 1.0)) -> dict[str, Any]:
   """EASE (Steck, WWW 2019), B = argmin ||X - XB||^2 + lam ||B||^2, diag(B) = 0, in closed form
   on the target's training matrix; 'ease_joint' adds w x the Gram matrix of the source users'
@@ -401,7 +203,8 @@ def run_ease(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   t0 = time.time()
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
-  data = data or BiData(config)
+  data = data or bi_prepare.BiPreparedData(config)
+  select = trainer.selection_metric(config) or "NDCG@10"
   tgt = data.train["target"]
   n_items = len(tgt.catalogue_rows)
 
@@ -437,11 +240,11 @@ def run_ease(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
       np.fill_diagonal(b, 0.0)
       valid = evaluate(b, "valid")
       history.append({"lambda": lam, "source_weight": w, **valid})
-      if best is None or valid[config.data.bi.select] > best[0][config.data.bi.select]:
+      if best is None or valid[select] > best[0][select]:
         best = (valid, b, {"lambda": lam, "source_weight": w})
   result = {"method": config.method, "seed": int(config.seed), "selected_at": best[2],
             "valid": best[0], "test": evaluate(best[1], "test"), "history": history,
-            "data": data.report(), "wall_s": time.time() - t0}
+            "data": data.report, "wall_s": time.time() - t0}
   (workdir / "results.json").write_text(json.dumps(result, indent=2, default=str))
   return result
 

