@@ -9,9 +9,10 @@ parameters carry over from phase to phase, the optimiser state only with `reset_
 Outputs in `workdir`: `metrics.jsonl` (one JSON line per log interval and per evaluation),
 TensorBoard event files under `tensorboard/`, orbax checkpoints under `checkpoints/` (every
 `train.checkpoint_every` steps and at the end of every phase), with `train.select` the best
-target-valid parameters under `checkpoints_best/`, `config.json`, and `final_metrics.json`. Running again with the same workdir resumes from the newest checkpoint:
-the phase, the step within it, the data iterator position and the RNG, so that on CPU the final
-parameters are bitwise those of an uninterrupted run (tests/test_resume.py).
+target-valid parameters under `checkpoints_best/`, `config.json`, and `final_metrics.json`.
+Running again with the same workdir resumes from the newest checkpoint: the phase, the step
+within it, the data iterator position and the RNG, so that on CPU the final parameters are
+bitwise those of an uninterrupted run (tests/test_resume.py).
 
 Scale-out: with a `sharding.MeshPartitioner` (main.py builds one from `config.mesh`) each
 phase's state is created already sharded (`sharding.create_sharded_state`), batches are put on
@@ -373,10 +374,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
               meta["phase_index"], meta["phase_name"], meta["step"])
   # The best target-valid parameters so far (train.select): their own checkpoint, numbered by
   # save count (monotonic across resumes), the metric value and where in its meta.
-  best_ckpt, best = None, None
+  best_ckpt, best, best_saves = None, None, 0
   if select is not None:
     best_ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints_best", keep=1)
-    if best_ckpt.latest_step() is not None:
+    best_saves = best_ckpt.latest_step() or 0
+    if best_saves:
       best = best_ckpt.restore_meta()
       if best["config_hash"] != chash:
         raise ValueError(f"{workdir / 'checkpoints_best'} holds the selection of a run with "
@@ -415,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   def eval_valid(state_: Any, where_: dict[str, Any], info_: dict[str, Any]) -> tuple[Any, Any]:
     """Target-valid evaluation of `state_` (logged; a new best is checkpointed)."""
-    nonlocal best
+    nonlocal best, best_saves
     if refresh_rest is not None:
       state_ = state_.replace(rest=refresh_rest(state_.params, state_.rest))
     result_ = run_eval("target_valid", state_.params, state_.rest)
@@ -429,8 +431,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       if best is None or value > best["value"]:
         best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
                 "config_hash": chash}
-        count = (best_ckpt.latest_step() or 0) + 1
-        best_ckpt.save(count, {"params": state_.params, "rest": state_.rest}, best)
+        best_saves += 1  # counted here: the previous save may still be in flight
+        best_ckpt.save(best_saves, {"params": state_.params, "rest": state_.rest}, best)
     return state_, result_
 
   writer = MetricWriter(workdir, tensorboard=bool(tc.tensorboard), enabled=main_process)
