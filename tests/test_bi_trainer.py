@@ -225,3 +225,30 @@ def test_selection_key_and_groups(items_dir):
   config.phases[0].frozen = ("tower",)
   with pytest.raises(ValueError, match=r"phases\[0\]\.frozen: unknown group"):
     trainer.validate_phases(config)
+
+
+def _leaves(tree):
+  return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_trainable_item_tower_trains_the_encoder_and_refreshes_the_table(tmp_path, items_dir):
+  config = _config("target_only", items_dir)
+  config.model.bi_encoder.cached_only = False  # the item tower's BERT runs inside the step
+  with pytest.raises(ValueError, match=r"data.bi.mode='interaction'"):
+    bi_prepare.BiPreparedData(config)
+  config.data.bi.update(dict(mode="interaction", negatives="uniform", num_negatives=8))
+  data = bi_prepare.BiPreparedData(config)
+  initial = data.load_items()  # the same seed and cache: what build_model starts from
+  encoder_before = _leaves(nnx.state(initial["encoder"], nnx.Param))
+  table_before = np.asarray(initial["table"])
+  final = trainer.train_and_evaluate(config, tmp_path, data=data)
+  assert set(final["target_test"]) >= RANKING
+  assert [p["step_traces"] for p in final["phases"]] == [1]
+  _, state = _final_state(tmp_path)
+  encoder_after = _leaves(state["params"]["encoder"])
+  assert len(encoder_after) == len(encoder_before) > 5
+  assert any(not np.array_equal(a, b) for a, b in zip(encoder_before, encoder_after))
+  # The evaluation re-encoded every item with the trained encoder, and the state carries it.
+  tables = [np.asarray(x) for x in jax.tree.leaves(state["rest"])
+            if np.ndim(x) == 2 and np.shape(x) == table_before.shape]
+  assert tables and not np.allclose(tables[0], table_before)

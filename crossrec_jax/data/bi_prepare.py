@@ -187,6 +187,13 @@ class BiPreparedData:
         popularity_alpha=float(d.bi.popularity_alpha))
     self.batch_cfg.validate()
     self.cached = bool(config.model.bi_encoder.cached_only)
+    if not self.cached and (d.bi.mode != "interaction" or d.bi.negatives == "catalogue"):
+      # A trainable item tower encodes every positive and candidate in the step: one positive
+      # per row, and a few sampled candidates rather than the whole catalogue.
+      raise ValueError(
+          "model.bi_encoder.cached_only=False (a trainable item tower) needs "
+          f"data.bi.mode='interaction' (got {d.bi.mode!r}) and data.bi.negatives in "
+          f"('uniform', 'popularity', 'none') (got {d.bi.negatives!r})")
     self.batch_size = self.target_batch_size = int(d.bi.batch_size)
     self.scales: dict[str, schema.RatingScale] = {"source": src.domain.scale,
                                                   "target": tgt.domain.scale}
