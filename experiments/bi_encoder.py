@@ -147,8 +147,12 @@ def get_config(arg: str = "target_only,tiny") -> ml_collections.ConfigDict:
     c.data.bi.update(dict(batch_size=8, num_positives=8, item_max_len=16, eval_chunk=128))
     c.train.eval_every = c.train.checkpoint_every = 3
   elif preset == "gpu":
-    c.model.bi_encoder.update(dict(dim=256, item_hidden=512, user_hidden=512, user_layers=2))
-    c.data.bi.update(dict(batch_size=256, item_batch_size=1024))
+    # Whole histories: on the cpu preset, 400 instead of 100 items (every ML-100K user's full
+    # history) gave +0.02 NDCG@10 for target_only and joint over 3 seeds (README), at 2-3x the
+    # step time, which an accelerator affords.
+    c.model.bi_encoder.update(dict(dim=256, item_hidden=512, user_hidden=512, user_layers=2,
+                                   history_len=400))
+    c.data.bi.update(dict(batch_size=256, item_batch_size=1024, num_positives=200))
     c.train.eval_every = c.train.checkpoint_every = 500
   c.phases = _phases(method, preset)
   return c
