@@ -261,24 +261,17 @@ def table(workdir: str | pathlib.Path, metrics=("Recall@10", "MRR@10", "NDCG@10"
   """Markdown table: mean +- std over seeds of each method's test metrics, then the peer's."""
   rows = ["| model | seeds | " + " | ".join(metrics) + " |",
           "|---|---|" + "---|" * len(metrics)]
-  for method in METHODS:
+  labels = {**{m: f"bi-encoder {m}" for m in METHODS},
+            "ease": "EASE, target only (ours, no text)",
+            "ease_joint": "EASE + source rows by title (ours, no text)"}
+  for method in METHODS + REFERENCES:
     files = sorted(pathlib.Path(workdir).glob(f"{method}/seed*/results.json"))
     if not files:
       continue
     res = [json.loads(f.read_text())["test"] for f in files]
     cells = [f"{np.mean([r[m] for r in res]):.4f} ± {np.std([r[m] for r in res]):.4f}"
              for m in metrics]
-    rows.append(f"| bi-encoder {method} | {len(res)} | " + " | ".join(cells) + " |")
-  for method in REFERENCES:
-    files = sorted(pathlib.Path(workdir).glob(f"{method}/seed*/results.json"))
-    if not files:
-      continue
-    res = [json.loads(f.read_text())["test"] for f in files]
-    cells = [f"{np.mean([r[m] for r in res]):.4f} ± {np.std([r[m] for r in res]):.4f}"
-             for m in metrics]
-    label = {"ease": "EASE, target only (ours, no text)",
-             "ease_joint": "EASE + source rows by title (ours, no text)"}[method]
-    rows.append(f"| {label} | {len(res)} | " + " | ".join(cells) + " |")
+    rows.append(f"| {labels[method]} | {len(res)} | " + " | ".join(cells) + " |")
   for name, vals in PEER.items():
     rows.append(f"| {name} | 1 (peer) | " + " | ".join(f"{vals[m]:.4f}" for m in metrics) + " |")
   return "\n".join(rows)
