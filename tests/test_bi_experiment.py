@@ -1,19 +1,14 @@
 """experiments/bi_encoder.py end to end on its tiny preset (real ML-1M -> ML-100K protocol)."""
 
-import importlib.util
 import json
 
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import experiment_module
 
 
 def _experiment():
-  spec = importlib.util.spec_from_file_location("bi_encoder_experiment",
-                                                REPO_ROOT / "experiments" / "bi_encoder.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_module("bi_encoder")
 
 
 def test_tiny_target_only_then_joint_dann(tmp_path):

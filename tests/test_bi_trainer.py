@@ -4,7 +4,6 @@ Tiny preset on the real ML-1M -> ML-100K protocol (`data/bi_prepare.BiPreparedDa
 prepared once per module and shared).
 """
 
-import importlib.util
 import json
 
 import jax
@@ -13,7 +12,7 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import REPO_ROOT
+from conftest import experiment_module
 from crossrec_jax import config_base
 from crossrec_jax.data import bi_prepare
 from crossrec_jax.train import optim
@@ -24,11 +23,7 @@ RANKING = {"Recall@10", "MRR@10", "NDCG@10", "Hit@10", "Precision@10"}
 
 
 def _experiment():
-  spec = importlib.util.spec_from_file_location("bi_encoder_experiment_t",
-                                                REPO_ROOT / "experiments" / "bi_encoder.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return experiment_module("bi_encoder")
 
 
 def _config(method, items_dir, **train):

@@ -1,14 +1,11 @@
 """Full-catalogue ranking: top-k vs brute-force numpy, exclusions, RecBole metrics, sharding."""
 
-import os
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import run_on_fake_devices
 from crossrec_jax.data import recbole_protocol as rp
 from crossrec_jax.eval import full_ranking
 from crossrec_jax.eval import ranking
@@ -122,11 +119,7 @@ SHARDED = textwrap.dedent("""
 
 
 def test_sharded_over_four_devices_equals_single_device():
-  # XLA_FLAGS must be set before jax starts, and only for this process, not the whole suite.
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-c", SHARDED], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  proc = run_on_fake_devices(SHARDED, devices=4, timeout=600)
   assert proc.returncode == 0 and "SHARDED_OK" in proc.stdout, proc.stderr[-3000:]
 
 

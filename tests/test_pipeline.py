@@ -2,8 +2,6 @@
 
 import itertools
 import json
-import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -12,9 +10,11 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import REPO_ROOT
+from conftest import fake_devices_env
+from conftest import run_on_fake_devices
 from crossrec_jax.data import pipeline as pl
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SCALARS = ("label", "label_mask", "rating", "domain", "user", "item")
 
 
@@ -361,11 +361,7 @@ MESH_SCRIPT = textwrap.dedent("""
 
 
 def test_shard_batch_on_an_8_device_mesh():
-  # XLA_FLAGS must be set before jax starts, and only for this process, not the whole suite.
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
-  proc = subprocess.run([sys.executable, "-c", MESH_SCRIPT], cwd=REPO_ROOT, env=env,
-                        capture_output=True, text=True, timeout=300)
+  proc = run_on_fake_devices(MESH_SCRIPT, devices=8, timeout=300)
   assert proc.returncode == 0 and "MESH_OK" in proc.stdout, proc.stderr[-3000:]
 
 
@@ -403,10 +399,8 @@ def test_two_processes_assemble_the_global_batch():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = str(s.getsockname()[1])
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-         "JAX_PLATFORMS": "cpu"}
   procs = [subprocess.Popen([sys.executable, "-c", MULTIHOST_SCRIPT, str(p), port], cwd=REPO_ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            env=fake_devices_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for p in range(2)]
   try:
     outs = [p.communicate(timeout=300) for p in procs]
