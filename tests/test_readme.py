@@ -3,7 +3,7 @@
 * Every Python snippet in README.md and docs/*.md runs and prints what its comments say.
 * Every shell command in their ```bash blocks is checked: `make` targets and variables exist; a
   `python -m MODULE` / `python SCRIPT` command's flags are flags that program defines (read from
-  its own --helpfull / --help), its `--config=FILE:PRESET` loads with every `--config.*` override
+  its own --helpfull / --help), its `--config=NAME:PRESET` (or FILE.py:PRESET) loads with every `--config.*` override
   (unknown keys are errors), and the study/preset a `--study` names loads. Commands at the `tiny`
   preset are the ones the suite runs end to end (tests/test_main.py runs every experiment's tiny
   preset through main.py, tests/test_study.py the tiny study); `make demo` runs the demo; the
@@ -21,7 +21,6 @@ import sys
 
 import pytest
 from absl import flags
-from ml_collections import config_flags
 
 from conftest import REPO_ROOT
 
@@ -155,9 +154,10 @@ def test_python_commands_use_flags_their_program_defines():
 
 def load_config(args: list[str]):
   """The locked config that `--config=FILE:ARG --config.k=v ...` gives, as main.py builds it."""
+  from crossrec_jax import configs  # pylint: disable=g-import-not-at-top
   from crossrec_jax import main as main_lib  # pylint: disable=g-import-not-at-top
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True)
+  configs.define_config_flag("config", None, "", flag_values=fv, lock_config=True)
   argv = ["prog", *[a for a in args if a.startswith("--config")]]
   saved, sys.argv = sys.argv, argv  # config_flags reads the overrides from sys.argv
   try:
@@ -202,14 +202,16 @@ def test_demo_commands_name_a_loadable_study():
 
 
 def test_tiny_commands_are_the_ones_the_suite_runs():
+  import test_bi_main  # pylint: disable=g-import-not-at-top
   import test_main  # pylint: disable=g-import-not-at-top
   for name, argv in python_commands():
     config = next((a for a in program_args(argv) if a.startswith("--config=")), "")
     if not config.endswith(":tiny"):
       continue
-    stem = re.search(r"experiments/(\w+)\.py", config).group(1)
+    stem = re.fullmatch(r"--config=(?:crossrec_jax/configs/)?(\w+)(?:\.py)?:tiny", config)[1]
     if program_of(argv) == ("-m", "crossrec_jax.main"):
-      assert stem in test_main.EXPERIMENTS, f"{name}: tests/test_main.py does not run {stem}:tiny"
+      runs = test_main.EXPERIMENTS + test_bi_main.CONFIGS
+      assert stem in runs, f"{name}: no test runs {stem}:tiny through crossrec_jax.main"
     else:
       assert program_of(argv) == ("-m", "crossrec_jax.eval.study") and stem == "transfer_study", (
           f"{name}: no test runs `{shlex.join(argv)}`")
@@ -228,39 +230,60 @@ def flat(d, prefix=""):
   return out
 
 
-def doc_rows() -> dict[str, list[str]]:
-  """key -> the cells after it, for every table row of docs/configuration.md keyed `like.this`."""
+BI_SECTION = "## Bi-encoder (`kind='bi_encoder'`)"
+
+
+def doc_rows(text: str) -> dict[str, list[str]]:
+  """key -> the cells after it, for every table row of `text` keyed `like.this`."""
   rows = {}
-  for line in (REPO_ROOT / "docs" / "configuration.md").read_text().splitlines():
+  for line in text.splitlines():
     m = re.match(r"\| `([\w.<>]+)` \|(.*)\|\s*$", line)
     if m:
       rows[m.group(1)] = [c.strip() for c in m.group(2).split("|")]
   return rows
 
 
-def test_configuration_doc_lists_every_key_with_its_defaults():
+def _check_defaults(doc_key, key, cells, presets, where):
   from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
-  presets = {p: flat(config_base.base_config(p).to_dict()) for p in config_base.PRESETS}
-  rows = doc_rows()
-  groups = "|".join(config_base.GROUPS)
-  documented = set()
-  for key in presets["tiny"]:
-    doc_key = re.sub(rf"^optimizer\.({groups})\.", "optimizer.<group>.", key)
-    assert doc_key in rows, f"docs/configuration.md does not list `{doc_key}`"
-    documented.add(doc_key)
-    cells = rows[doc_key]
-    for i, preset in enumerate(config_base.PRESETS):
-      cell = cells[i] or cells[0]  # an empty cell: same as tiny
-      want = presets[preset][key]
-      if doc_key != key and "heads" in cell:  # "encoder `5e-05`, heads `0.001`"
-        enc, heads = re.findall(r"`([^`]*)`", cell)
-        cell = enc if key.startswith("optimizer.encoder.") else heads
-      assert cell.strip("`") == repr(want), (
-          f"docs/configuration.md: `{doc_key}` at {preset} says {cell}, base_config has {want!r}")
-  stale = {k for k in rows if "." in k or k in ("preset", "seed", "phases")} - documented - {
-      "phases"}
+  for i, preset in enumerate(config_base.PRESETS):
+    cell = cells[i] or cells[0]  # an empty cell: same as tiny
+    want = presets[preset][key]
+    if doc_key != key and "heads" in cell:  # "encoder `5e-05`, heads `0.001`"
+      enc, heads = re.findall(r"`([^`]*)`", cell)
+      cell = enc if key.startswith("optimizer.encoder.") else heads
+    assert cell.strip("`") == repr(want), (
+        f"docs/configuration.md{where}: `{doc_key}` at {preset} says {cell}, base_config has "
+        f"{want!r}")
+
+
+def test_configuration_doc_lists_every_key_with_its_defaults():
+  """Both kinds: the cross-encoder's keys in the main tables; the bi-encoder's own keys and every
+  shared key whose default it changes in its section (any other key: as the main tables)."""
+  from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
+  text = (REPO_ROOT / "docs" / "configuration.md").read_text()
+  head, _, bi_text = text.partition(BI_SECTION)
+  assert bi_text, f"docs/configuration.md lost its section {BI_SECTION!r}"
+  bi_text, _, tail = bi_text.partition("\n## ")
+  rows, bi_rows = doc_rows(head + tail), doc_rows(bi_text)
+  groups = "|".join(config_base.GROUPS + config_base.BI_GROUPS)
+  documented = {"cross_encoder": set(), "bi_encoder": set()}
+  for kind in config_base.KINDS:
+    presets = {p: flat(config_base.base_config(p, kind).to_dict()) for p in config_base.PRESETS}
+    for key in presets["tiny"]:
+      doc_key = re.sub(rf"^optimizer\.({groups})\.", "optimizer.<group>.", key)
+      if kind == "bi_encoder" and doc_key in bi_rows:
+        _check_defaults(doc_key, key, bi_rows[doc_key], presets, f" ({BI_SECTION[3:]})")
+      else:
+        assert doc_key in rows, f"docs/configuration.md does not list `{doc_key}` ({kind})"
+        _check_defaults(doc_key, key, rows[doc_key], presets,
+                        "" if kind == "cross_encoder" else f" (not in {BI_SECTION[3:]})")
+      documented[kind].add(doc_key)
+  stale = {k for k in rows if "." in k or k in ("preset", "seed", "phases", "method")} - {
+      "phases"} - documented["cross_encoder"]
   stale = {k for k in stale if not k.startswith(("weights.", "lr."))}
   assert not stale, f"docs/configuration.md lists keys base_config does not have: {sorted(stale)}"
+  stale = set(bi_rows) - documented["bi_encoder"]
+  assert not stale, f"{BI_SECTION[3:]} lists keys the bi-encoder does not have: {sorted(stale)}"
   phase_table = (REPO_ROOT / "docs" / "configuration.md").read_text().split("## A phase")[1]
   for key in config_base.PHASE_KEYS:
     assert re.search(rf"`{key}[`.]", phase_table), f"phase key {key!r} missing from the docs"

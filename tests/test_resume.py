@@ -21,7 +21,7 @@ def command(workdir: pathlib.Path, cache: pathlib.Path) -> list[str]:
   # finetune's tiny preset with phase 0 turned into joint training + DANN: the resumed phase
   # uses paired batches, dropout and gradient reversal; then a phase change with a new optimiser.
   return [sys.executable, "-m", "crossrec_jax.main",
-          f"--config={REPO}/experiments/finetune.py:tiny", f"--workdir={workdir}",
+          "--config=finetune:tiny", f"--workdir={workdir}",
           "--config.phases[0].weights.target=1.0", "--config.phases[0].weights.domain=0.1",
           "--config.phases[0].alignment=dann", "--config.train.checkpoint_every=5",
           "--config.train.progress_bar=False", f"--config.train.compilation_cache_dir={cache}"]

@@ -1,9 +1,9 @@
 """The transfer study: methods x target label fractions x seeds -> results.csv, results.md, plots.
 
-    python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:cpu --workdir=runs/study
+    python -m crossrec_jax.eval.study --config=transfer_study:cpu --workdir=runs/study
 
-A study config (`experiments/transfer_study.py`) names the text-model methods (experiment files
-`experiments/<method>.py`, trained by `train.trainer.train_and_evaluate`), the baselines
+A study config (`configs/transfer_study.py`) names the text-model methods (packaged configs
+`configs/<method>.py`, trained by `train.trainer.train_and_evaluate`), the baselines
 (`eval/run_baselines.py`), the label fractions, the seeds, overrides applied to every run config
 (the preset's truncations) and the evaluation protocol (`eval/evaluate.EvalSpec`).
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
 import os
@@ -59,16 +58,19 @@ LOWER_IS_BETTER = ("rmse", "mae")
 
 
 def load_experiment(method: str, preset: str, experiments_dir: str | os.PathLike = "") -> Any:
-  """`experiments/<method>.py`'s get_config(preset)."""
-  folder = pathlib.Path(experiments_dir) if experiments_dir else REPO_ROOT / "experiments"
-  path = folder / f"{method}.py"
+  """The config `method` at `preset`: packaged (`crossrec_jax/configs/<method>.py`), or
+  `<experiments_dir>/<method>.py` when the study names a folder of its own."""
+  from crossrec_jax import configs  # pylint: disable=g-import-not-at-top
+  if not experiments_dir:
+    if method not in configs.names():
+      raise FileNotFoundError(f"study.methods names {method!r}, which is not a packaged config "
+                              f"({', '.join(configs.names())}); set study.experiments_dir to "
+                              "a folder of config files for your own")
+    return configs.load(f"{method}:{preset}")
+  path = pathlib.Path(experiments_dir) / f"{method}.py"
   if not path.exists():
-    raise FileNotFoundError(f"study.methods names {method!r}, but {path} does not exist "
-                            "(set study.experiments_dir to the folder of experiment files)")
-  spec = importlib.util.spec_from_file_location(f"crossrec_experiment_{method}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(preset)
+    raise FileNotFoundError(f"study.methods names {method!r}, but {path} does not exist")
+  return configs.load(f"{path}:{preset}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
@@ -632,12 +634,19 @@ def main(argv: Sequence[str]) -> None:
   print(md)
 
 
-if __name__ == "__main__":
+def run() -> None:
+  """The `crossrec-study` console script (= `python -m crossrec_jax.eval.study`). The flags are
+  defined here, not at import: the demo imports this module beside flags of its own."""
+  global _CONFIG, _WORKDIR  # pylint: disable=global-variable-undefined
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
-  _CONFIG = config_flags.DEFINE_config_file("config", None, "Study file and preset, e.g. "
-                                            "experiments/transfer_study.py:cpu.", lock_config=True)
+  from crossrec_jax import configs  # pylint: disable=g-import-not-at-top
+  _CONFIG = configs.define_config_flag("config", None, "Study config and preset, e.g. "
+                                       "transfer_study:cpu (or FILE.py:PRESET).")
   _WORKDIR = flags.DEFINE_string("workdir", None, "Study directory.")
   flags.mark_flags_as_required(["config", "workdir"])
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -5,9 +5,9 @@ target) through gradient reversal with the DANN ramp (gamma 10). Unlabelled targ
 fraction < 1) still feed the domain loss.
 
 Run:
-  python -m crossrec_jax.main --config=experiments/joint_dann.py:tiny --workdir=/tmp/joint_dann
-  python -m crossrec_jax.main --config=experiments/joint_dann.py:cpu --workdir=runs/jd_cpu
-  python -m crossrec_jax.main --config=experiments/joint_dann.py:gpu --workdir=runs/jd_gpu \\
+  python -m crossrec_jax.main --config=joint_dann:tiny --workdir=/tmp/joint_dann
+  python -m crossrec_jax.main --config=joint_dann:cpu --workdir=runs/jd_cpu
+  python -m crossrec_jax.main --config=joint_dann:gpu --workdir=runs/jd_gpu \\
       --config.data.label_fraction=0.1
 
 Hardware: tiny and cpu run on a CPU (tiny: 2-core CPU, ~30 s); gpu wants one accelerator.
@@ -18,11 +18,9 @@ Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of tr
 """
 
 from crossrec_jax import config_base
+from crossrec_jax.configs import methods
 
 
-def get_config(arg: str = "tiny"):
-  config = config_base.base_config(arg)
-  steps = config_base.steps_for(arg, tiny=20, cpu=1000, gpu=10000)
-  config.phases = [config_base.phase("joint_dann", steps, source=1.0, target=1.0, domain=0.1,
-                                     alignment="dann")]
-  return config
+def get_config(preset: str = "tiny"):
+  steps = config_base.steps_for(preset, tiny=20, cpu=1000, gpu=10000)
+  return methods.apply(config_base.base_config(preset), "joint_dann", joint=steps)

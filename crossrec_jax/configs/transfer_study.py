@@ -1,15 +1,16 @@
 """The transfer study on the embedded default pair, MovieLens-1M (source) -> MovieLens-100K (target).
 
 Does language-model transfer from the source domain improve the target's recommendations, at
-which label fractions, against which baselines? Every method of `experiments/` (target_only,
-source_only, finetune, dann, joint, joint_dann) x target label fractions x seeds, run by the
-trainer, scored by `eval/evaluate.py`, next to global mean, bias, MF, the title-prior transfer
-baseline and popularity (see `eval/study.py` for which cells run and why).
+which label fractions, against which baselines? Every method of `configs/methods.py` (target_only,
+source_only, finetune, dann, joint, joint_dann: each the packaged config of that name) x target
+label fractions x seeds, run by the trainer, scored by `eval/evaluate.py`, next to global mean,
+bias, MF, the title-prior transfer baseline and popularity (see `eval/study.py` for which cells
+run and why).
 
 Run:
-  python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:tiny --workdir=/tmp/study
+  python -m crossrec_jax.eval.study --config=transfer_study:tiny --workdir=/tmp/study
   python -m crossrec_jax.demo      # = the cpu preset in runs/demo, printing results.md
-  python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:gpu --workdir=runs/study_gpu
+  python -m crossrec_jax.eval.study --config=transfer_study:gpu --workdir=runs/study_gpu
 
 Presets:
   tiny: the end-to-end test (tests/test_study.py): random 2-layer BERT (hidden 64), target_only
@@ -28,6 +29,8 @@ Expected result: the tables in README (cpu) and the issue notes; rerun to reprod
 
 import ml_collections
 
+from crossrec_jax.configs import methods
+
 PHASE_STEPS_CPU = 60
 
 
@@ -39,9 +42,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.preset = preset  # the run preset of every experiment file
   c.source = "movielens_1m_to_100k"
   c.data_dir = ""
-  c.experiments_dir = ""  # '' = the repository's experiments/
-  c.methods = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann")
-  c.label_free = ("source_only", "dann")
+  c.experiments_dir = ""  # folder of the method configs ('' = the packaged crossrec_jax/configs/)
+  c.methods = methods.METHODS  # config names: one run config per method
+  c.label_free = methods.LABEL_FREE
   c.baselines = ("global_mean", "bias", "mf", "title_prior", "popularity")
   c.label_fractions = (1.0, 0.1, 0.01, 0.0)
   c.seeds = (0, 1, 2)

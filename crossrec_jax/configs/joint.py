@@ -3,9 +3,9 @@
 Phase 'joint': L = L_rate(source) + L_rate(target labelled rows); no domain alignment.
 
 Run:
-  python -m crossrec_jax.main --config=experiments/joint.py:tiny --workdir=/tmp/joint
-  python -m crossrec_jax.main --config=experiments/joint.py:cpu --workdir=runs/joint_cpu
-  python -m crossrec_jax.main --config=experiments/joint.py:gpu --workdir=runs/joint_gpu \\
+  python -m crossrec_jax.main --config=joint:tiny --workdir=/tmp/joint
+  python -m crossrec_jax.main --config=joint:cpu --workdir=runs/joint_cpu
+  python -m crossrec_jax.main --config=joint:gpu --workdir=runs/joint_gpu \\
       --config.data.label_fraction=0.1
 
 Hardware: tiny and cpu run on a CPU (tiny: 2-core CPU, ~30 s); gpu wants one accelerator.
@@ -16,10 +16,9 @@ Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of tr
 """
 
 from crossrec_jax import config_base
+from crossrec_jax.configs import methods
 
 
-def get_config(arg: str = "tiny"):
-  config = config_base.base_config(arg)
-  steps = config_base.steps_for(arg, tiny=20, cpu=1000, gpu=10000)
-  config.phases = [config_base.phase("joint", steps, source=1.0, target=1.0)]
-  return config
+def get_config(preset: str = "tiny"):
+  steps = config_base.steps_for(preset, tiny=20, cpu=1000, gpu=10000)
+  return methods.apply(config_base.base_config(preset), "joint", joint=steps)

@@ -4,9 +4,9 @@ Phase 'source': rating loss on source rows (movies, ML-1M); no target data is us
 The target-valid / target-test numbers measure what transfers through the text alone.
 
 Run:
-  python -m crossrec_jax.main --config=experiments/source_only.py:tiny --workdir=/tmp/source_only
-  python -m crossrec_jax.main --config=experiments/source_only.py:cpu --workdir=runs/source_only_cpu
-  python -m crossrec_jax.main --config=experiments/source_only.py:gpu --workdir=runs/source_only_gpu
+  python -m crossrec_jax.main --config=source_only:tiny --workdir=/tmp/source_only
+  python -m crossrec_jax.main --config=source_only:cpu --workdir=runs/source_only_cpu
+  python -m crossrec_jax.main --config=source_only:gpu --workdir=runs/source_only_gpu
 
 Hardware: tiny and cpu run on a CPU (tiny: 2-core CPU, ~30 s); gpu wants one accelerator.
 Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of transfer):
@@ -16,10 +16,9 @@ Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of tr
 """
 
 from crossrec_jax import config_base
+from crossrec_jax.configs import methods
 
 
-def get_config(arg: str = "tiny"):
-  config = config_base.base_config(arg)
-  steps = config_base.steps_for(arg, tiny=20, cpu=1000, gpu=10000)
-  config.phases = [config_base.phase("source", steps, source=1.0)]
-  return config
+def get_config(preset: str = "tiny"):
+  steps = config_base.steps_for(preset, tiny=20, cpu=1000, gpu=10000)
+  return methods.apply(config_base.base_config(preset), "source_only", source=steps)

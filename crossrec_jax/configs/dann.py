@@ -6,9 +6,9 @@ domain loss (unsupervised adaptation: their ratings are never a loss). Swap the 
 `--config.phases[0].alignment=mmd` (or coral) to compare feature penalties.
 
 Run:
-  python -m crossrec_jax.main --config=experiments/dann.py:tiny --workdir=/tmp/dann
-  python -m crossrec_jax.main --config=experiments/dann.py:cpu --workdir=runs/dann_cpu
-  python -m crossrec_jax.main --config=experiments/dann.py:gpu --workdir=runs/dann_gpu
+  python -m crossrec_jax.main --config=dann:tiny --workdir=/tmp/dann
+  python -m crossrec_jax.main --config=dann:cpu --workdir=runs/dann_cpu
+  python -m crossrec_jax.main --config=dann:gpu --workdir=runs/dann_gpu
 
 Hardware: tiny and cpu run on a CPU (tiny: 2-core CPU, ~30 s); gpu wants one accelerator.
 Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of transfer):
@@ -18,10 +18,9 @@ Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of tr
 """
 
 from crossrec_jax import config_base
+from crossrec_jax.configs import methods
 
 
-def get_config(arg: str = "tiny"):
-  config = config_base.base_config(arg)
-  steps = config_base.steps_for(arg, tiny=20, cpu=1000, gpu=10000)
-  config.phases = [config_base.phase("dann", steps, source=1.0, domain=0.1, alignment="dann")]
-  return config
+def get_config(preset: str = "tiny"):
+  steps = config_base.steps_for(preset, tiny=20, cpu=1000, gpu=10000)
+  return methods.apply(config_base.base_config(preset), "dann", source=steps)

@@ -4,9 +4,9 @@ Phase 1 'source': rating loss on the source domain only (movies, ML-1M).
 Phase 2 'target': rating loss on the target's labelled rows only (ML-100K), fresh optimiser.
 
 Run:
-  python -m crossrec_jax.main --config=experiments/finetune.py:tiny --workdir=/tmp/finetune
-  python -m crossrec_jax.main --config=experiments/finetune.py:cpu --workdir=runs/finetune_cpu
-  python -m crossrec_jax.main --config=experiments/finetune.py:gpu --workdir=runs/finetune_gpu \\
+  python -m crossrec_jax.main --config=finetune:tiny --workdir=/tmp/finetune
+  python -m crossrec_jax.main --config=finetune:cpu --workdir=runs/finetune_cpu
+  python -m crossrec_jax.main --config=finetune:gpu --workdir=runs/finetune_gpu \\
       --config.data.label_fraction=0.1
 
 Hardware: tiny and cpu run on a CPU (tiny: 2-core CPU, ~30 s); gpu wants one accelerator.
@@ -17,13 +17,9 @@ Expected result (tiny, 2-core CPU, seed 0; a smoke test, not a measurement of tr
 """
 
 from crossrec_jax import config_base
+from crossrec_jax.configs import methods
 
 
-def get_config(arg: str = "tiny"):
-  config = config_base.base_config(arg)
-  steps = config_base.steps_for(arg, tiny=20, cpu=500, gpu=5000)
-  config.phases = [
-      config_base.phase("source", steps, source=1.0),
-      config_base.phase("target", steps, target=1.0),
-  ]
-  return config
+def get_config(preset: str = "tiny"):
+  steps = config_base.steps_for(preset, tiny=20, cpu=500, gpu=5000)
+  return methods.apply(config_base.base_config(preset), "finetune", source=steps, target=steps)

@@ -8,18 +8,17 @@ title-prior baseline matches titles without years here (a book shares its film a
 not its year); AUC counts like = rating > 5.5.
 
 Run:
-  python -m crossrec_jax.eval.study --config=experiments/transfer_study_bookcrossing.py:cpu \\
+  python -m crossrec_jax.eval.study --config=transfer_study_bookcrossing:cpu \\
       --workdir=runs/study_bookcrossing
   python -m crossrec_jax.demo --study=transfer_study_bookcrossing --workdir=runs/demo_bookcrossing
 
-Presets: as experiments/transfer_study.py (the same truncations). Expected result: the table in
+Presets: as transfer_study.py (the same truncations). Expected result: the table in
 the issue note of this study; rerun to reproduce.
 """
 
 import functools
-import importlib.util
-import pathlib
 
+from crossrec_jax.configs import transfer_study
 from crossrec_jax.data import sources
 
 SOURCE = "movielens_to_bookcrossing_5core"
@@ -29,16 +28,8 @@ sources.register_source(
     "MovieLens-1M -> Book-Crossing, iterative 5-core", overwrite=True)
 
 
-def _base():
-  path = pathlib.Path(__file__).with_name("transfer_study.py")
-  spec = importlib.util.spec_from_file_location("crossrec_transfer_study", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
 def get_config(preset: str = "tiny"):
-  c = _base().get_config(preset)
+  c = transfer_study.get_config(preset)
   c.name = f"ML-1M -> Book-Crossing 5-core ({preset} preset)"
   c.source = SOURCE
   c.title_with_year = False
