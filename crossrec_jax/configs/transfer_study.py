@@ -1,4 +1,4 @@
-"""The transfer study on the embedded default pair, MovieLens-1M (source) -> MovieLens-100K (target).
+"""The transfer study on the embedded default pair, ML-1M (source) -> ML-100K (target).
 
 Does language-model transfer from the source domain improve the target's recommendations, at
 which label fractions, against which baselines? Every method of `configs/methods.py` (target_only,
@@ -42,7 +42,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.preset = preset  # the run preset of every experiment file
   c.source = "movielens_1m_to_100k"
   c.data_dir = ""
-  c.experiments_dir = ""  # folder of the method configs ('' = the packaged crossrec_jax/configs/)
+  c.experiments_dir = ""  # a folder of your own method configs, searched before the packaged ones
   c.methods = methods.METHODS  # config names: one run config per method
   c.label_free = methods.LABEL_FREE
   c.baselines = ("global_mean", "bias", "mf", "title_prior", "popularity")

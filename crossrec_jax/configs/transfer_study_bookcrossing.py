@@ -1,9 +1,9 @@
 """The transfer study from movies to books: MovieLens-1M (source) -> Book-Crossing (target).
 
 Book-Crossing (ratings 1-10, no timestamps: each user's order is a seeded permutation, see
-DESIGN.md) is read from a data directory (`--config.data_dir`, else $CROSSREC_DATA_DIR, else
-../shared/data) and cut to its iterative 5-core (6,564 users, 8,771 books, 110,501 ratings, as in
-YARDSTICKS). No user is shared with MovieLens: transfer can only go through item text. The
+`data/readers_bookcrossing.py`) is read from a data directory (`--config.data_dir`, else
+$CROSSREC_DATA_DIR, else ../shared/data) and cut to its iterative 5-core (6,564 users, 8,771
+books, 110,501 ratings). No user is shared with MovieLens: transfer can only go through item text. The
 title-prior baseline matches titles without years here (a book shares its film adaptation's title,
 not its year); AUC counts like = rating > 5.5.
 

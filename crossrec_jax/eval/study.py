@@ -58,19 +58,18 @@ LOWER_IS_BETTER = ("rmse", "mae")
 
 
 def load_experiment(method: str, preset: str, experiments_dir: str | os.PathLike = "") -> Any:
-  """The config `method` at `preset`: packaged (`crossrec_jax/configs/<method>.py`), or
-  `<experiments_dir>/<method>.py` when the study names a folder of its own."""
+  """The config `method` at `preset`: `<experiments_dir>/<method>.py` when the study names a
+  folder of its own configs and it holds one, else the packaged `configs/<method>.py`."""
   from crossrec_jax import configs  # pylint: disable=g-import-not-at-top
-  if not experiments_dir:
-    if method not in configs.names():
-      raise FileNotFoundError(f"study.methods names {method!r}, which is not a packaged config "
-                              f"({', '.join(configs.names())}); set study.experiments_dir to "
-                              "a folder of config files for your own")
-    return configs.load(f"{method}:{preset}")
-  path = pathlib.Path(experiments_dir) / f"{method}.py"
-  if not path.exists():
-    raise FileNotFoundError(f"study.methods names {method!r}, but {path} does not exist")
-  return configs.load(f"{path}:{preset}")
+  own = pathlib.Path(experiments_dir) / f"{method}.py" if experiments_dir else None
+  if own is not None and own.exists():
+    return configs.load(f"{own}:{preset}")
+  if method not in configs.names():
+    where = f"{own} does not exist and it" if own is not None else "it"
+    raise FileNotFoundError(f"study.methods names {method!r}, but {where} is not a packaged "
+                            f"config ({', '.join(configs.names())}); set study.experiments_dir "
+                            "to a folder of your own config files")
+  return configs.load(f"{method}:{preset}")
 
 
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any],
