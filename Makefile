@@ -9,7 +9,7 @@ TORCH_PKG   := torch==2.13.0
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k bert -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-latest bench clean-venv
+.PHONY: demo test test-latest clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)

@@ -258,4 +258,6 @@ BI_STEPS = {"tiny": dict(source=6, target=6, joint=6),
 
 def steps_for(preset: str, tiny: int, cpu: int, gpu: int) -> int:
   """A phase length per preset."""
+  if preset not in PRESETS:
+    raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}")
   return {"tiny": tiny, "cpu": cpu, "gpu": gpu}[preset]

@@ -82,6 +82,9 @@ def parse_flags(argv: list[str]) -> list[str]:
   """absl's flag parsing, with config overrides of unknown keys reported as one clear line."""
   try:
     return flags.FLAGS(argv)
+  except flags.Error as e:  # a bad flag value (e.g. --config=NAME that names no config): one line
+    print(f"FATAL Flags parsing error: {e}", file=sys.stderr)
+    sys.exit(2)
   except (AttributeError, KeyError) as e:
     # config_flags raises a bare AttributeError/KeyError (a traceback) for `--config.a.b=...`
     # when `a.b` is not a key of the config; name the override instead.
