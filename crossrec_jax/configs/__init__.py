@@ -45,10 +45,10 @@ def resolve(spec: str) -> str:
   stem = pathlib.Path(path).stem
   if path.endswith(".py") and not pathlib.Path(path).exists() and stem in names():
     raise ValueError(f"--config={spec}: no file {path}; the configs ship in the package: "
-                            f"--config={stem}{colon}{arg}")
+                     f"--config={stem}{colon}{arg}")
   if not path.endswith(".py") and not pathlib.Path(path).exists():
     raise ValueError(f"--config={spec}: {path!r} is neither a config file nor a packaged "
-                            f"config (one of {', '.join(names())})")
+                     f"config (one of {', '.join(names())})")
   return spec
 
 
@@ -63,6 +63,7 @@ def load(spec: str) -> Any:
     stem = pathlib.Path(path).stem
     loader = importlib.machinery.SourceFileLoader(f"crossrec_config_{stem}", path)
     module = types.ModuleType(loader.name)
+    module.__file__ = path  # as ml_collections loads it: a config may find files beside it
     loader.exec_module(module)
   return module.get_config(*([arg] if colon else []))
 
