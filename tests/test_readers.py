@@ -23,11 +23,11 @@ FIX = pathlib.Path(__file__).parent / "fixtures"
 FIVE = RatingScale(1.0, 5.0)
 
 
-def _write(path: pathlib.Path, text: str, encoding: str = "utf-8") -> pathlib.Path:
+def _write(path: pathlib.Path, text: str | bytes, encoding: str = "utf-8") -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   opener = gzip.open if path.name.endswith(".gz") else open
   with opener(path, "wb") as f:
-    f.write(text.encode(encoding))
+    f.write(text if isinstance(text, bytes) else text.encode(encoding))
   return path
 
 

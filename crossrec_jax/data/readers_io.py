@@ -28,6 +28,7 @@ from crossrec_jax.data.schema import DataError, OnError, SkipReport
 # A reader may add fields the source has beyond these; templates ignore names they do not use.
 ITEM_TEXT_FIELDS = ("title", "year", "genres", "author", "publisher", "category", "brand")
 
+GZIP_MAGIC = b"\x1f\x8b"
 _YEAR_SUFFIX = re.compile(r"^(.*\S)\s+\((\d{4})\)\s*$")
 
 
@@ -41,27 +42,60 @@ def path_str(path: str | os.PathLike) -> str:
   return os.fspath(path)
 
 
-def iter_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-  """Yields (1-based line number, line without its end-of-line), streaming; `.gz` is gunzipped.
+def iter_lines(path: str | os.PathLike, encoding: str = "utf-8", *,
+               policy: "LinePolicy | None" = None, require_eol: bool = False
+               ) -> Iterator[tuple[int, str]]:
+  """Yields (1-based line number, line without its end-of-line), streaming; gzip is gunzipped.
 
-  Truncated or corrupt gzip streams and undecodable bytes become a `DataError` naming the file
-  and the last line read, instead of a bare EOFError/zlib.error deep inside a reader.
+  Each line is decoded on its own, so an undecodable byte is reported on its own line and, with a
+  skipping `policy`, drops that line only. `require_eol` (interaction and sequence files) flags a
+  final line without its newline: a file cut mid-line whose last line still parses ('10' cut to
+  '1'). Without a `policy` both are a DataError naming file:line. Truncated or corrupt gzip
+  streams are a DataError naming the file and the last line read; a `.gz` name on plain data and
+  gzip data without a `.gz` name are a DataError saying which, instead of a decoding error.
   """
   path = path_str(path)
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found")
-  opener = gzip.open if path.endswith(".gz") else open
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  zipped = magic == GZIP_MAGIC
+  if path.endswith(".gz") and magic and not zipped:
+    raise DataError(f"{path}: named .gz but not gzip data (it starts with {magic!r}); the file "
+                    "is fine if it is plain text: remove the .gz from its name")
+  if zipped and not path.endswith(".gz"):
+    raise DataError(f"{path}: gzip-compressed data under a name without .gz; rename it to "
+                    f"{os.path.basename(path)}.gz or gunzip it")
   lineno = 0
   try:
-    # newline="" keeps "\r\n" visible so that we strip it ourselves (RecBole files are CRLF).
-    with opener(path, "rt", encoding=encoding, newline="") as f:
-      for lineno, line in enumerate(f, 1):
-        yield lineno, line.rstrip("\r\n")
+    with (gzip.open if zipped else open)(path, "rb") as f:
+      while chunk := f.readlines(1 << 16):
+        try:  # one decode per ~64 KB of whole lines; line by line only where that fails
+          texts = b"".join(chunk).decode(encoding).split("\n")
+        except UnicodeDecodeError:
+          texts = None
+        for k, raw in enumerate(chunk):
+          lineno += 1
+          bad = None
+          if texts is not None:
+            line = texts[k]
+          else:
+            try:
+              line = raw.decode(encoding).rstrip("\n")
+            except UnicodeDecodeError as e:
+              bad = BadField("bytes", f"bytes that are not {encoding} (byte "
+                             f"{raw[e.start:e.start + 1]!r} at column {e.start + 1})")
+          if bad is None and require_eol and not raw.endswith(b"\n") and line.strip():
+            bad = BadField("line", "last line has no end-of-line (the file may be cut)", line)
+          if bad is not None:
+            if policy is None:
+              raise DataError(f"{path}:{lineno}: {bad.reason}")
+            policy(lineno, bad)
+            continue
+          yield lineno, line.removesuffix("\r")
   except (EOFError, zlib.error, gzip.BadGzipFile) as e:
     raise DataError(f"{path}: truncated or corrupt gzip stream after line {lineno} ({e}); "
                     "re-download the file") from e
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: bytes that are not {encoding} after line {lineno} ({e})") from e
 
 
 class BadField(Exception):
@@ -103,6 +137,8 @@ def need(fields: list[str], n: int, sep: str, what: str = "line") -> None:
 
 
 def to_float(field: str, value: object) -> float:
+  if isinstance(value, bool):  # JSON true would be float 1.0: a 1-star rating
+    raise BadField(field, "non-numeric value", value)
   try:
     out = float(value)
   except (TypeError, ValueError):
