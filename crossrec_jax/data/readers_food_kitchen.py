@@ -18,6 +18,12 @@ given order and the two interleave as given). User ids name their file: "food:7"
 "overlap:7". The held-out valid/test sequences are kept as given, in `HeldOutSequences` attached to
 the returned `SequenceCrossDomainData` (a `CrossDomainData` with `valid`, `test` and the sequence
 files' own skip report; the domains' reports hold their catalogue notes).
+
+A sequence file holds one line per user: a second line with the same uid is a bad line, not more
+history. The file's line count must match instance_num.txt (train files) or, for valid/test,
+the known release's count (`HELD_OUT_COUNTS`), so a file cut at a line boundary is an error; one
+cut mid-line is caught by its missing final newline. An item again later in a sequence is kept as
+a re-purchase (counted in the domain's report).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Readers stream their inputs line by line (`iter_lines`), so a multi-GB review log never sits in
 memory as one string or one parsed JSON document. A bad line becomes a `DataError` naming the file,
-line and field, or, with `on_error="skip"`, a counted entry in the domain's `SkipReport`.
+line and field, or, with `on_error="skip"`, a counted entry in the domain's `SkipReport`; that
+includes a line with undecodable bytes and, in interaction files, a last line without its newline.
 
 Item text fields follow one naming convention across readers (`ITEM_TEXT_FIELDS`), so that text
 templates downstream can ask for `title`, `genres`, `author`, ... whatever the source format.

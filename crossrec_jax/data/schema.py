@@ -2,9 +2,11 @@
 
 Everything downstream (splits, text, tokens, baselines) works on these integer-indexed numpy
 columns. Raw string ids are encoded once, here, where they can be checked: an interaction with an
-unknown item, a rating outside the domain's scale, a NaN or a duplicate (user, item, time) row is an
-error naming the row (file and line when the reader passes them), or, with `on_error="skip"`, is
-dropped, counted and reported in `Domain.skipped`. Nothing is dropped or clamped silently.
+empty or blank user id, an unknown item, a rating outside the domain's scale, a NaN, a duplicate
+(user, item, time) row or a (user, item) pair again at another time is an error naming the row
+(file and line when the reader passes them), or, with `on_error="skip"` (`on_duplicate`,
+`on_repeat` for the last two), is dropped, counted and reported in `Domain.skipped`; "keep" keeps
+and counts them. Nothing is dropped or clamped silently.
 """
 
 from __future__ import annotations
