@@ -249,6 +249,22 @@ def test_cut_last_line_is_flagged(tmp_path, kind):
   assert len(d.interactions) == n - 1 and d.skipped.total == 1
 
 
+def test_cut_last_line_of_a_catalogue_is_kept_and_counted(tmp_path):
+  # Catalogues may end without a newline (the real BX-Books.csv does): kept, but not silently.
+  inter, item = _recbole(tmp_path, ["u\tA\t4\t10"])
+  item.write_bytes(item.read_bytes()[:-3])  # "B\tB\r\n" -> "B\t"
+  d = readers.read_recbole_atomic(inter, item, name="x", scale=FIVE)
+  assert d.skipped.kept["x.item: last line without end-of-line (kept; the file may be cut)"] == 1
+
+
+def test_bookcrossing_header_with_a_bad_byte_is_an_error_even_when_skipping(tmp_path):
+  directory = _bx(tmp_path, _bx_lines(3))
+  raw = (directory / "BX-Ratings.csv").read_bytes().replace(b"User-ID", b"User-\xffID")
+  (directory / "BX-Ratings.csv").write_bytes(raw)
+  with pytest.raises(DataError, match=r"BX-Ratings.csv:1: bytes that are not utf-8"):
+    readers.read_bookcrossing(directory, on_error="skip")
+
+
 # ---------------------------------------------------------------------------------------------
 # 12. A whitespace-only user id (the fast path)
 # ---------------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def _reviews(path: str, *, rating_key: str, user_key: str, item_keys: tuple[str,
              time_key: str, on_error: OnError, report: SkipReport) -> Rows:
   policy = LinePolicy(path, on_error, report)
   rows = Rows()
-  for lineno, line in iter_lines(path, policy=policy, require_eol=True):
+  for lineno, line in iter_lines(path, policy=policy, last_line="require"):
     if not line.strip():
       continue
     try:
@@ -104,7 +104,7 @@ def _meta_items(item_ids: list[str], meta_path: str | None, *, item_keys: tuple[
   found = np.zeros(len(ids), bool)
   if meta_path is not None:
     policy = LinePolicy(meta_path, on_error, report)
-    for lineno, line in iter_lines(meta_path, policy=policy):
+    for lineno, line in iter_lines(meta_path, policy=policy, last_line="note"):
       if not line.strip():
         continue
       try:

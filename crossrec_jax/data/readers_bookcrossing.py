@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from crossrec_jax.data.readers_io import (BadField, LinePolicy, Rows, iter_lines, path_str, to_float,
-                                          to_id)
+from crossrec_jax.data.readers_io import (BadField, LastLine, LinePolicy, Rows, iter_lines, path_str,
+                                          to_float, to_id)
 from crossrec_jax.data.schema import (DataError, Domain, Items, OnError, RatingScale, SkipReport,
                                       build_domain)
 
@@ -29,14 +29,14 @@ BOOK_COLUMNS = {"ISBN": "isbn", "Book-Title": "title", "Book-Author": "author",
 RATING_COLUMNS = ("User-ID", "ISBN", "Book-Rating")
 
 
-def _records(path: str, required: tuple[str, ...], policy: LinePolicy, require_eol: bool = False):
+def _records(path: str, required: tuple[str, ...], policy: LinePolicy, last_line: LastLine):
   """Yields (line number, {column: value} or BadField) for a headed CSV, one physical line each.
 
   Book-Crossing has no quoted newlines, so each line is parsed on its own: a stray quote is an
   error on its own line (the csv module would read on to the next quote, swallowing the lines in
   between), and an undecodable byte drops only its line under on_error="skip".
   """
-  lines = iter_lines(path, "utf-8", policy=policy, require_eol=require_eol)
+  lines = iter_lines(path, "utf-8", policy=policy, last_line=last_line, header=True)
   first = next(lines, None)
   if first is None:
     raise DataError(f"{path}: empty file (expected a header with columns {list(required)})")
@@ -77,7 +77,7 @@ def _books(path: str, on_error: OnError, report: SkipReport) -> Items:
   ids: list[str] = []
   values: dict[str, list[str]] = {name: [] for name in BOOK_COLUMNS.values() if name != "isbn"}
   seen: dict[str, int] = {}
-  for lineno, record in _records(path, tuple(BOOK_COLUMNS), policy):
+  for lineno, record in _records(path, tuple(BOOK_COLUMNS), policy, "note"):
     try:
       if isinstance(record, BadField):
         raise record
@@ -130,7 +130,7 @@ def read_bookcrossing(directory: str | os.PathLike, *, seed: int = 0, kcore: int
   # Without timestamps the schema's (user, item, time) duplicate check cannot see a repeated
   # (user, ISBN) pair (their permuted times differ), so it is checked here.
   first_line: dict[tuple[str, str], int] = {}
-  for lineno, record in _records(ratings_path, RATING_COLUMNS, policy, require_eol=True):
+  for lineno, record in _records(ratings_path, RATING_COLUMNS, policy, "require"):
     try:
       if isinstance(record, BadField):
         raise record

@@ -88,7 +88,7 @@ class SequenceCrossDomainData(CrossDomainData):
 def _ints(path: str, n: int) -> list[int]:
   """Exactly `n` non-negative integer lines (an extra line is a different file, not ignored)."""
   values = []
-  for lineno, line in iter_lines(path, require_eol=True):
+  for lineno, line in iter_lines(path, last_line="require"):
     if line.strip():
       try:
         values.append(int(line))
@@ -152,7 +152,7 @@ def _json_map(path: str) -> dict:
 def _sequences(path: str, policy: LinePolicy, lo: int, hi: int, what: str, min_len: int = 1):
   """Yields (line number, uid, [indices]) of `uid<TAB>i,j,...` lines, indices in [lo, hi)."""
   seen: dict[str, int] = {}
-  for lineno, line in iter_lines(path, policy=policy, require_eol=True):
+  for lineno, line in iter_lines(path, policy=policy, last_line="require"):
     if not line.strip():
       continue
     try:

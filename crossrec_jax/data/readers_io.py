@@ -15,7 +15,7 @@ import gzip
 import os
 import re
 import zlib
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -30,6 +30,7 @@ from crossrec_jax.data.schema import DataError, OnError, SkipReport
 ITEM_TEXT_FIELDS = ("title", "year", "genres", "author", "publisher", "category", "brand")
 
 GZIP_MAGIC = b"\x1f\x8b"
+LastLine = Literal["any", "note", "require"]
 _YEAR_SUFFIX = re.compile(r"^(.*\S)\s+\((\d{4})\)\s*$")
 
 
@@ -44,14 +45,16 @@ def path_str(path: str | os.PathLike) -> str:
 
 
 def iter_lines(path: str | os.PathLike, encoding: str = "utf-8", *,
-               policy: "LinePolicy | None" = None, require_eol: bool = False
-               ) -> Iterator[tuple[int, str]]:
+               policy: "LinePolicy | None" = None, last_line: LastLine = "any",
+               header: bool = False) -> Iterator[tuple[int, str]]:
   """Yields (1-based line number, line without its end-of-line), streaming; gzip is gunzipped.
 
   Each line is decoded on its own, so an undecodable byte is reported on its own line and, with a
-  skipping `policy`, drops that line only. `require_eol` (interaction and sequence files) flags a
-  final line without its newline: a file cut mid-line whose last line still parses ('10' cut to
-  '1'). Without a `policy` both are a DataError naming file:line. Truncated or corrupt gzip
+  skipping `policy`, drops that line only (never line 1 of a file with a `header`: that is a
+  DataError). A final line without its newline is a file cut mid-line whose last line may still
+  parse ('10' cut to '1'): `last_line="require"` (interaction and sequence files) makes it a bad
+  line, "note" (catalogues: the real BX-Books.csv ends so) keeps it and counts it in the policy's
+  report, "any" accepts it. Without a `policy` bad lines are a DataError naming file:line. Truncated or corrupt gzip
   streams are a DataError naming the file and the last line read; a `.gz` name on plain data and
   gzip data without a `.gz` name are a DataError saying which, instead of a decoding error.
   """
@@ -86,10 +89,14 @@ def iter_lines(path: str | os.PathLike, encoding: str = "utf-8", *,
             except UnicodeDecodeError as e:
               bad = BadField("bytes", f"bytes that are not {encoding} (byte "
                              f"{raw[e.start:e.start + 1]!r} at column {e.start + 1})")
-          if bad is None and require_eol and not raw.endswith(b"\n") and line.strip():
-            bad = BadField("line", "last line has no end-of-line (the file may be cut)", line)
+          if bad is None and last_line != "any" and not raw.endswith(b"\n") and line.strip():
+            if last_line == "require":
+              bad = BadField("line", "last line has no end-of-line (the file may be cut)", line)
+            elif policy is not None:
+              policy.report.kept[f"{os.path.basename(path)}: last line without end-of-line "
+                                 "(kept; the file may be cut)"] += 1
           if bad is not None:
-            if policy is None:
+            if policy is None or (header and lineno == 1):
               raise DataError(f"{path}:{lineno}: {bad.reason}")
             policy(lineno, bad)
             continue

@@ -98,7 +98,7 @@ def _require(path: str, columns: dict, name: str) -> int:
 def _recbole_items(path: str, *, item_field: str, field_names: dict[str, str], on_error: OnError,
                    report: SkipReport, encoding: str) -> Items:
   policy = LinePolicy(path, on_error, report)
-  lines = iter_lines(path, encoding, policy=policy)
+  lines = iter_lines(path, encoding, policy=policy, last_line="note", header=True)
   header = next(lines, None)
   if header is None:
     raise DataError(f"{path}: empty file (expected a RecBole header line)")
@@ -159,7 +159,8 @@ def read_recbole_atomic(inter_path: str | os.PathLike, item_path: str | os.PathL
   inter_path = path_str(inter_path)
   report = SkipReport()
   policy = LinePolicy(inter_path, on_error, report)
-  lines = iter_lines(inter_path, encoding, policy=policy, require_eol=True)
+  lines = iter_lines(inter_path, encoding, policy=policy, last_line="require",
+                     header=True)
   header = next(lines, None)
   if header is None:
     raise DataError(f"{inter_path}: empty file (expected a RecBole header line)")
@@ -203,7 +204,7 @@ def _grouplens_items(path: str, *, sep: str, width: int, parse, on_error: OnErro
   ids: list[str] = []
   values: dict[str, list[str]] = {}
   seen: dict[str, int] = {}
-  for lineno, line in iter_lines(path, "latin-1", policy=policy):
+  for lineno, line in iter_lines(path, "latin-1", policy=policy, last_line="note"):
     if not line:
       continue
     try:
@@ -233,7 +234,7 @@ def _grouplens_ratings(path: str, *, sep: str, on_error: OnError, report: SkipRe
             to_float("rating", fields[2]), to_time("timestamp", fields[3]))
 
   policy = LinePolicy(path, on_error, report)
-  rows = _stream_rows(iter_lines(path, "latin-1", policy=policy, require_eol=True), sep, parse,
+  rows = _stream_rows(iter_lines(path, "latin-1", policy=policy, last_line="require"), sep, parse,
                       policy, fast=(4, 0, 1, 2, 3))
   rows.require_rows(path, report)
   return rows
