@@ -114,6 +114,12 @@ def test_food_kitchen_json_with_non_utf8_names_file_and_line(tmp_path, name):
     readers.read_food_kitchen(directory)
 
 
+def test_food_kitchen_json_key_listed_twice_is_an_error(tmp_path):
+  directory = _fk(tmp_path, **{"item_set_A.json": '{"a0": 0,\n "a1": 1,\n "a0": 2}'})
+  with pytest.raises(DataError, match=r"item_set_A.json:3: key 'a0' listed twice"):
+    readers.read_food_kitchen(directory)
+
+
 def test_food_kitchen_true_is_not_an_item_index(tmp_path):
   directory = _fk(tmp_path, **{"item_set_B.json": '{"b0": 0, "b1": true}'})
   with pytest.raises(DataError, match=r"item_set_B.json: ASIN 'b1' has index True"):

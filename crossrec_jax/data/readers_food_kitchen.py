@@ -135,8 +135,18 @@ def _json_map(path: str) -> dict:
     raise DataError(f"{path}: file not found")
   with open(path, "rb") as f:
     data = f.read()
+  repeated: list[str] = []
+
+  def pairs(items: list[tuple[str, object]]) -> dict:
+    out = dict(items)
+    if len(out) != len(items):  # json.loads would keep the last value of a repeated key silently
+      seen: set[str] = set()
+      repeated.extend(k for k, _ in items if k in seen or seen.add(k))
+    return out
+
   try:
-    obj = json.loads(data.decode("utf-8"))
+    text = data.decode("utf-8")
+    obj = json.loads(text, object_pairs_hook=pairs)
   except UnicodeDecodeError as e:
     line = data.count(b"\n", 0, e.start) + 1
     column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
@@ -146,6 +156,11 @@ def _json_map(path: str) -> dict:
     raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from e
   if not isinstance(obj, dict):
     raise DataError(f"{path}: expected a JSON object (ASIN -> value), got {type(obj).__name__}")
+  if repeated:
+    key = json.dumps(repeated[0])
+    second = text.find(key, text.find(key) + 1)
+    raise DataError(f"{path}:{text.count(chr(10), 0, second) + 1}: key {repeated[0]!r} listed "
+                    f"twice ({len(repeated)} repeated keys)")
   return obj
 
 
