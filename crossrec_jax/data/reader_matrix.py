@@ -62,11 +62,16 @@ def corrupt(spec: Spec, fault: Fault, directory: str) -> tuple[str, int | None]:
     data, line = data[:-2], len(lines)
   else:
     edited = fault.edit(lines)
-    line = len(edited) if fault.added else line
+    line = len(edited) if fault.appended else line
     data = b"".join(l + b"\n" for l in edited)
   with open(path, "wb") as f:
     f.write(data)
   return name, line
+
+
+def _place(examples: list[str] | None) -> str:
+  """' `file:line`' of a report's first example ('/tmp/x/u.data:3, field ...' -> 'u.data:3')."""
+  return f" `{os.path.basename(examples[0].split(', field')[0])}`" if examples else ""
 
 
 def _reason(message: str) -> str:
@@ -115,8 +120,7 @@ def _outcome(spec: Spec, fault: Fault, on_error: str, clean: tuple[int, SkipRepo
   if skips and line is not None and not any(f"{where}," in w or w.endswith(where)
                                             for w in examples):
     problems.append(f"the skip report does not name {where}: {examples}")
-  parts = [f"skipped {n} `{name}:{line}`: {r}" if line else f"skipped {n}: {r}"
-           for r, n in sorted(skips.items())]
+  parts = [f"skipped {n}{_place(report.examples.get(r))}: {r}" for r, n in sorted(skips.items())]
   parts += [f"kept {n}, counted: {r}" for r, n in sorted(kept.items())]
   return Outcome("; ".join(parts) or "accepted", tuple(problems))
 

@@ -19,7 +19,10 @@ from crossrec_jax.data.schema import RatingScale, SkipReport
 # The fault kinds of issue 14, in table order.
 FAULTS = ("truncated gzip", "wrong delimiter", "missing column", "non-numeric", "out of scale",
           "unknown id", "empty file", "header only", "duplicate row", "(user, item) repeat",
-          "non-UTF-8 byte", "cut last line", "stray quote")
+          "non-UTF-8 byte", "cut last line", "stray quote",
+          # the same kinds on the item catalogue (item file, meta file, JSON map)
+          "catalogue: empty file", "catalogue: duplicate id", "catalogue: non-UTF-8 byte",
+          "catalogue: cut last line")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +31,8 @@ class Fault:
 
   `line`: the physical line the reader must name (None: a fault of the whole file). `whole`:
   the format cannot drop one line for this fault (a header, a JSON document, a gzip stream), so
-  on_error="skip" may still reject the file, naming it. `added`: rows the fault adds.
+  on_error="skip" may still reject the file, naming it. `added`: interaction rows the fault adds;
+  `appended`: the named line is the one the fault appends.
   """
 
   edit: Callable[[list[bytes]], list[bytes]] | None
@@ -36,6 +40,7 @@ class Fault:
   file: str | None = None  # default: the spec's interaction file
   whole: bool = False
   added: int = 0
+  appended: bool = False
   gzip: bool = False  # rewrite the file as a truncated .gz instead of editing it
 
 
@@ -44,13 +49,27 @@ def replace(lineno: int, new: bytes, whole: bool = False) -> Fault:
 
 
 def append(new: bytes) -> Fault:
-  return Fault(lambda ls: ls + [new], None, added=1)  # its line number: len(lines) + 1
+  return Fault(lambda ls: ls + [new], None, added=1, appended=True)
 
 
 EMPTY = Fault(lambda ls: [], None, whole=True)
 HEADER_ONLY = Fault(lambda ls: ls[:1], None, whole=True)
 TRUNCATED_GZIP = Fault(None, None, whole=True, gzip=True)
 CUT = Fault(None, -1)  # the last line loses its end-of-line and its last character
+
+
+def catalogue(file: str, lineno: int | None, bad: bytes | None, whole: bool = False,
+              duplicate: Fault | None = None) -> dict:
+  """Faults of an item catalogue `file`; `bad` replaces line `lineno` (None: latin-1 file);
+  `duplicate` lists an id twice (default: the last line again)."""
+  duplicate = duplicate or Fault(lambda ls: ls + [ls[-1]], None, appended=True)
+  faults = {"catalogue: empty file": dataclasses.replace(EMPTY, file=file),
+            "catalogue: duplicate id": dataclasses.replace(duplicate, file=file, whole=whole),
+            "catalogue: cut last line": dataclasses.replace(CUT, file=file, whole=whole)}
+  if bad is not None:
+    faults["catalogue: non-UTF-8 byte"] = dataclasses.replace(replace(lineno, bad, whole=whole),
+                                                              file=file)
+  return faults
 
 
 def delimited(lineno: int, sep: str, row: tuple[str, ...], wrong: str, high: str) -> dict:
@@ -114,7 +133,8 @@ RECBOLE = Spec(
     {**delimited(3, "\t", ("u2", "B", "3", "11"), ",", "9"),
      "truncated gzip": TRUNCATED_GZIP,
      "missing column": replace(1, b"user_id:token\titem_id:token\ttimestamp:float", whole=True),
-     "empty file": EMPTY, "header only": HEADER_ONLY},
+     "empty file": EMPTY, "header only": HEADER_ONLY,
+     **catalogue("x.item", 3, b"B\tB\xff")},
     {"stray quote": "RecBole atomic files have no quoting: a quote is part of the value"})
 
 
@@ -129,11 +149,12 @@ def _grouplens(name: str, sep: str, items: str, data: str, read) -> Spec:
       name, {items: _GROUPLENS_ITEMS[items], data: ratings}, data,
       lambda directory, on_error: _domain_counts(read(directory, on_error=on_error)),
       {**faults, "missing column": replace(2, sep.join(("2", "2", "3")).encode()),
-       "empty file": EMPTY},
+       "empty file": EMPTY, **catalogue(items, None, None)},
       {"truncated gzip": "the reader takes a folder of fixed, uncompressed file names",
        "header only": "the format has no header line",
        "non-UTF-8 byte": "the files are latin-1: every byte is a character",
-       "stray quote": "the format has no quoting: a quote is part of the value"})
+       "stray quote": "the format has no quoting: a quote is part of the value",
+       "catalogue: non-UTF-8 byte": "the files are latin-1: every byte is a character"})
 
 
 _FLAGS = "|".join(["0"] * 18 + ["1"])
@@ -157,9 +178,11 @@ def _amazon(name: str, data: str, keys: tuple[str, str, str, str], read) -> Spec
     return json.dumps({k: v for k, v in obj.items() if k != drop}).encode()
 
   clean = b"\n".join([line(4.0, "A1", "B1", 100), line(), line(5.0, "A1", "B2", 102)]) + b"\n"
+  meta = "".join(json.dumps({item: i, "title": t}) + "\n" for i, t in (("B1", "One"), ("B2", "Two")))
   return Spec(
-      name, {data: clean.decode()}, data,
-      lambda directory, on_error: _domain_counts(read(_pick(directory, data), on_error=on_error)),
+      name, {data: clean.decode(), "meta_" + data: meta}, data,
+      lambda directory, on_error: _domain_counts(read(
+          _pick(directory, data), os.path.join(directory, "meta_" + data), on_error=on_error)),
       {"truncated gzip": TRUNCATED_GZIP,
        "wrong delimiter": replace(2, b"3.0\tA2\tB2\t101"),
        "missing column": replace(2, line(drop=rating)),
@@ -170,7 +193,9 @@ def _amazon(name: str, data: str, keys: tuple[str, str, str, str], read) -> Spec
        "(user, item) repeat": append(line(r=1.0, t=200)),
        "non-UTF-8 byte": replace(2, line().replace(b'"A2"', b'"A2\xff"')),
        "cut last line": CUT,
-       "stray quote": replace(2, line().replace(b'"A2"', b'"A2""'))},
+       "stray quote": replace(2, line().replace(b'"A2"', b'"A2""')),
+       **catalogue("meta_" + data, 2, json.dumps({item: "B2", "title": "Tw"}).encode()
+                   .replace(b"Tw", b"Tw\xff"))},
       {"unknown id": "the catalogue is the reviewed items (a meta row of an unreviewed item is "
                      "counted as skipped)",
        "header only": "the format has no header line"})
@@ -196,7 +221,8 @@ BOOKCROSSING = Spec(
     {**delimited(3, ",", ("8", "0002", "4"), ";", "11"),
      "missing column": replace(1, b"User-ID,ISBN", whole=True),
      "empty file": EMPTY, "header only": HEADER_ONLY,
-     "stray quote": replace(3, b'8,"0002,4')},
+     "stray quote": replace(3, b'8,"0002,4'),
+     **catalogue("BX-Books.csv", 3, b"0002,Quoted\xff,B,1999,C")},
     {"truncated gzip": "the reader takes a folder of fixed, uncompressed file names"})
 
 
@@ -220,7 +246,7 @@ FOOD_KITCHEN = Spec(
      "item_set_A.json": json.dumps({"a0": 0, "a1": 1, "a2": 2}),
      "item_set_B.json": json.dumps({"b0": 0, "b1": 1}),
      "text_A.json": json.dumps({"a0": "Tea", "a1": "Coffee", "a2": "Rice"}),
-     "text_B.json": json.dumps({"b0": "Pan", "b1": "Pot"}, indent=1),
+     "text_B.json": json.dumps({"b0": "Pan", "b1": "Pot"}, indent=1) + "\n",
      "train_A.txt": "1\t0,1,2\n", "train_B.txt": "1\t3,4\n2\t4\n3\t3,4\n",
      "train_overlap.txt": "1\t4,0,3,1\n", "valid.txt": "1\t0,3,1\n", "test.txt": "1\t2,4\n"},
     "train_B.txt", _read_food_kitchen,
@@ -233,7 +259,9 @@ FOOD_KITCHEN = Spec(
      "(user, item) repeat": replace(2, b"2\t4,3,4"),
      "non-UTF-8 byte": replace(2, b"2\xff\t4"),
      "cut last line": CUT,
-     "stray quote": Fault(_text_b_with_a_stray_quote, 2, file="text_B.json", whole=True)},
+     "stray quote": Fault(_text_b_with_a_stray_quote, 2, file="text_B.json", whole=True),
+     **catalogue("text_B.json", 2, b' "b0": "Pan\xff",', whole=True, duplicate=Fault(
+         lambda ls: ls[:2] + [b' "b1": "Pot",', b' "b0": "Pan"'] + ls[3:], 4))},
     {"truncated gzip": "the reader takes a folder of fixed, uncompressed file names",
      "out of scale": "implicit feedback: there are no ratings",
      "header only": "the format has no header line"})
