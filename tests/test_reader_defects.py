@@ -38,7 +38,8 @@ BOOKS = ("ISBN,Book-Title,Book-Author,Year-Of-Publication,Book-Publisher\n"
 
 def _bx(tmp_path, lines: list[str]) -> pathlib.Path:
   _write(tmp_path / "BX-Books.csv", BOOKS)
-  _write(tmp_path / "BX-Ratings.csv", "User-ID,ISBN,Book-Rating\n" + "".join(l + "\n" for l in lines))
+  _write(tmp_path / "BX-Ratings.csv",
+         "User-ID,ISBN,Book-Rating\n" + "".join(l + "\n" for l in lines))
   return tmp_path
 
 

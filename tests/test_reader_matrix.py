@@ -65,6 +65,7 @@ def test_write_doc_replaces_only_the_table(tmp_path):
   doc = tmp_path / "r.md"
   doc.write_text(f"# T\n\nintro\n{reader_matrix.BEGIN}\nold\n{reader_matrix.END}\nafter\n")
   reader_matrix.write_doc(str(doc), "| new |\n")
-  assert doc.read_text() == f"# T\n\nintro\n{reader_matrix.BEGIN}\n| new |\n{reader_matrix.END}\nafter\n"
+  assert doc.read_text() == (f"# T\n\nintro\n{reader_matrix.BEGIN}\n| new |\n"
+                             f"{reader_matrix.END}\nafter\n")
   with pytest.raises(ValueError, match="no <!-- reader-matrix:begin -->"):
     reader_matrix.doc_table("no markers")

@@ -108,13 +108,15 @@ def test_repeats_follow_the_duplicate_policy():
   assert d.interactions.rating.tolist() == [4.0, 3.0]
   assert d.skipped.counts == {"duplicate (user, item, time) row": 1,
                               "(user, item) repeat at another time": 1}
-  assert d.skipped.examples["(user, item) repeat at another time"] == ["ratings.csv:4, field 'item'"]
+  assert d.skipped.examples["(user, item) repeat at another time"] == [
+      "ratings.csv:4, field 'item'"]
   users, items, times = ["u", "u", "v"], ["a", "a", "a"], [7, 9, 7]
   with pytest.raises(DataError, match=r"\(user, item\) repeat at another time at ratings.csv:3, "
                      r"field 'item'.*on_repeat='skip'"):
     _build(users, items, [4, 2, 3], times, origin=ORIGIN, on_duplicate="raise")
   kept = _build(users, items, [4, 2, 3], times, on_duplicate="keep")
-  assert len(kept.interactions) == 3 and kept.skipped.kept["(user, item) repeat at another time"] == 1
+  assert len(kept.interactions) == 3
+  assert kept.skipped.kept["(user, item) repeat at another time"] == 1
 
 
 def test_whitespace_user_id_is_an_error():

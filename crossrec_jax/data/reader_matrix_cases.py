@@ -116,7 +116,7 @@ def _pick(directory: str, name: str) -> str:
   return path if os.path.exists(path) else path + ".gz"
 
 
-# --- RecBole atomic ------------------------------------------------------------------------------
+# --- RecBole atomic -------------------------------------------------------------------------------
 
 def _read_recbole(directory: str, on_error: str):
   return _domain_counts(readers.read_recbole_atomic(
@@ -168,7 +168,7 @@ ML1M = _grouplens("read_movielens_dat", "::", "movies.dat", "ratings.dat",
 ML100K = _grouplens("read_movielens_100k", "\t", "u.item", "u.data", readers.read_movielens_100k)
 
 
-# --- Amazon 2018 / 2023 ----------------------------------------------------------------------------
+# --- Amazon 2018 / 2023 ---------------------------------------------------------------------------
 
 def _amazon(name: str, data: str, keys: tuple[str, str, str, str], read) -> Spec:
   rating, user, item, time = keys
@@ -178,7 +178,8 @@ def _amazon(name: str, data: str, keys: tuple[str, str, str, str], read) -> Spec
     return json.dumps({k: v for k, v in obj.items() if k != drop}).encode()
 
   clean = b"\n".join([line(4.0, "A1", "B1", 100), line(), line(5.0, "A1", "B2", 102)]) + b"\n"
-  meta = "".join(json.dumps({item: i, "title": t}) + "\n" for i, t in (("B1", "One"), ("B2", "Two")))
+  meta = "".join(json.dumps({item: i, "title": t}) + "\n"
+                 for i, t in (("B1", "One"), ("B2", "Two")))
   return Spec(
       name, {data: clean.decode(), "meta_" + data: meta}, data,
       lambda directory, on_error: _domain_counts(read(
@@ -203,11 +204,11 @@ def _amazon(name: str, data: str, keys: tuple[str, str, str, str], read) -> Spec
 
 AMAZON2018 = _amazon("read_amazon2018", "r_5.json",
                      ("overall", "reviewerID", "asin", "unixReviewTime"), readers.read_amazon2018)
-AMAZON2023 = _amazon("read_amazon2023", "r.jsonl", ("rating", "user_id", "parent_asin", "timestamp"),
-                     readers.read_amazon2023)
+AMAZON2023 = _amazon("read_amazon2023", "r.jsonl",
+                     ("rating", "user_id", "parent_asin", "timestamp"), readers.read_amazon2023)
 
 
-# --- Book-Crossing ---------------------------------------------------------------------------------
+# --- Book-Crossing --------------------------------------------------------------------------------
 
 BOOKCROSSING = Spec(
     "read_bookcrossing",
@@ -226,7 +227,7 @@ BOOKCROSSING = Spec(
     {"truncated gzip": "the reader takes a folder of fixed, uncompressed file names"})
 
 
-# --- Amazon Food -> Kitchen sequences --------------------------------------------------------------
+# --- Amazon Food -> Kitchen sequences -------------------------------------------------------------
 
 def _read_food_kitchen(directory: str, on_error: str):
   """Rows are sequence lines (one user each): train users plus held-out users."""

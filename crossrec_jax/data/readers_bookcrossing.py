@@ -2,8 +2,8 @@
 
 `BX-Books.csv` (ISBN, Book-Title, Book-Author, Year-Of-Publication, Book-Publisher) and
 `BX-Ratings.csv` (User-ID, ISBN, Book-Rating 1..10): CSV with a header, UTF-8, read one physical
-line at a time (a quoting error names its own line). (The original 2004 dump is `;`-separated latin-1 with a 0 "implicit"
-rating; it is not this format.)
+line at a time (a quoting error names its own line). (The original 2004 dump is `;`-separated
+latin-1 with a 0 "implicit" rating; it is not this format.)
 
 There are no timestamps, and `BX-Ratings.csv` is sorted by ISBN within each user, so file order
 would make "the last interaction" the user's largest ISBN: a language/publisher group, not a random
@@ -18,8 +18,8 @@ import os
 
 import numpy as np
 
-from crossrec_jax.data.readers_io import (BadField, LastLine, LinePolicy, Rows, iter_lines, path_str,
-                                          to_float, to_id)
+from crossrec_jax.data.readers_io import (BadField, LastLine, LinePolicy, Rows, iter_lines,
+                                          path_str, to_float, to_id)
 from crossrec_jax.data.schema import (DataError, Domain, Items, OnError, RatingScale, SkipReport,
                                       build_domain)
 

@@ -54,9 +54,11 @@ def iter_lines(path: str | os.PathLike, encoding: str = "utf-8", *,
   DataError). A final line without its newline is a file cut mid-line whose last line may still
   parse ('10' cut to '1'): `last_line="require"` (interaction and sequence files) makes it a bad
   line, "note" (catalogues: the real BX-Books.csv ends so) keeps it and counts it in the policy's
-  report, "any" accepts it. Without a `policy` bad lines are a DataError naming file:line. Truncated or corrupt gzip
-  streams are a DataError naming the file and the last line read; a `.gz` name on plain data and
-  gzip data without a `.gz` name are a DataError saying which, instead of a decoding error.
+  report, "any" accepts it. Without a `policy` bad lines are a DataError naming file:line.
+  Truncated or corrupt gzip streams are a DataError naming the file and the last line read; a
+  `.gz` name on plain data and gzip data without a `.gz` name are a DataError saying which,
+  instead of a decoding error. `encoding` must be ASCII-compatible (utf-8, latin-1): lines are
+  split on the byte b"\\n".
   """
   path = path_str(path)
   if not os.path.exists(path):
