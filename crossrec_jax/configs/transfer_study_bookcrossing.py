@@ -3,9 +3,9 @@
 Book-Crossing (ratings 1-10, no timestamps: each user's order is a seeded permutation, see
 `data/readers_bookcrossing.py`) is read from a data directory (`--config.data_dir`, else
 $CROSSREC_DATA_DIR, else ../shared/data) and cut to its iterative 5-core (6,564 users, 8,771
-books, 110,501 ratings). No user is shared with MovieLens: transfer can only go through item text. The
-title-prior baseline matches titles without years here (a book shares its film adaptation's title,
-not its year); AUC counts like = rating > 5.5.
+books, 110,501 ratings). No user is shared with MovieLens: transfer can only go through item
+text. The title-prior baseline matches titles without years here (a book shares its film
+adaptation's title, not its year); AUC counts like = rating > 5.5.
 
 Run:
   python -m crossrec_jax.eval.study --config=transfer_study_bookcrossing:cpu \\
