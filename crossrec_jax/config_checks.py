@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import ml_collections
 
-__all__ = ["ConfigError", "RULES", "check_config", "check_workdir", "flatten"]
+__all__ = ["ConfigError", "RULES", "check_config", "check_workdir", "flatten", "rule_for"]
 
 
 class ConfigError(ValueError):
@@ -61,8 +61,8 @@ def _num(lo: float | None = None, hi: float | None = None, *, lo_open: bool = Fa
 
 
 def _ints(lo: int) -> tuple[str, Callable]:
-  text, one = _int(lo)
-  return f"a list of {text[3:]}s", lambda v: isinstance(v, (list, tuple)) and all(map(one, v))
+  _, one = _int(lo)
+  return f"a list of ints >= {lo}", lambda v: isinstance(v, (list, tuple)) and all(map(one, v))
 
 
 _PROB = _num(0.0, 1.0)
@@ -129,17 +129,23 @@ def _floats(value: Any) -> list[float]:
   return [v for v in items if isinstance(v, float)]
 
 
+def rule_for(key: str) -> tuple[str, Callable] | None:
+  """The (what it must be, predicate) of flattened `key`; None for a key without a range."""
+  for pattern, rule in RULES:
+    if fnmatch.fnmatchcase(key, pattern.replace("[*]", "[[]*[]]")):  # literal [ ] of phases[i]
+      return rule
+  return None
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
   """Raises `ConfigError` naming the first key out of range (or any non-finite float)."""
   for key, value in flatten(config).items():
     if any(not math.isfinite(v) for v in _floats(value)):
       raise ConfigError(f"config.{key} = {value!r}: must be finite (NaN and inf are not values "
                         "here; 0 means off / default)")
-    for pattern, (what, ok) in RULES:
-      if fnmatch.fnmatchcase(key, pattern.replace("[*]", "[[]*[]]")):
-        if not ok(value):
-          raise ConfigError(f"config.{key} = {value!r}: must be {what}")
-        break
+    rule = rule_for(key)
+    if rule is not None and not rule[1](value):
+      raise ConfigError(f"config.{key} = {value!r}: must be {rule[0]}")
 
 
 def check_workdir(workdir: str) -> None:
