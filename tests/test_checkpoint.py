@@ -240,3 +240,14 @@ def test_a_failed_asynchronous_save_is_one_error_and_keeps_the_previous(tmp_path
   assert error.startswith("ERROR saving checkpoint 10 to ") and str(tmp_path / "ck" / "10") in error
   assert "File too large" in error and "previous checkpoint (5) is unchanged" in error
   assert "INTACT 5 {'step': 5}" in lines
+
+
+def test_checkpoints_from_before_integrity_records_still_resume(tmp_path, caplog):
+  saved(tmp_path, steps=(10, 20))
+  for step in (10, 20):
+    (tmp_path / str(step) / checkpoint_lib.INTEGRITY_FILE).unlink()
+  ckpt = checkpoint_lib.Checkpointer(tmp_path, keep=2)
+  with caplog.at_level(logging.WARNING, logger=checkpoint_lib.__name__):
+    assert ckpt.intact_step() == 20
+  assert "before integrity records" in caplog.text and ckpt.all_steps() == [10, 20]
+  ckpt.close()

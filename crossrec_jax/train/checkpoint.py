@@ -124,6 +124,12 @@ def _first_line(e: BaseException) -> str:
   return f"{type(e).__name__}: {text[0] if text else ''}".strip()
 
 
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 # ---------------------------------------------------------------------------- the checkpointer
 
 class Checkpointer:
@@ -138,6 +144,7 @@ class Checkpointer:
     # finishes saves in order; the background thread pops, `save` appends).
     self._pending: list[int] = []
     self._last_saved: int | None = None
+    self._unchecked = False  # a save was started and its outcome not seen yet
     self._failed: CheckpointError | None = None  # reported once; close() does not repeat it
     async_options = ocp.AsyncOptions(post_finalization_callback=self._on_finalised)
     options = ocp.CheckpointManagerOptions(
@@ -158,8 +165,13 @@ class Checkpointer:
     Newer damaged ones are renamed `N.corrupt-<unix time>` (kept for inspection; orbax no longer
     sees them) with one warning each. Checkpoints exist but none is intact: `CheckpointError`.
     """
+    steps = sorted(self.all_steps(), reverse=True)
+    if steps and not any((self.directory / str(s) / INTEGRITY_FILE).exists() for s in steps):
+      _log.warning("checkpoints in %s were written before integrity records: resuming from %d "
+                   "unverified", self.directory, steps[0])
+      return steps[0]
     bad = []
-    for step in sorted(self.all_steps(), reverse=True):
+    for step in steps:
       problem = check_record(self.directory / str(step))
       if problem is None:
         break
@@ -173,15 +185,14 @@ class Checkpointer:
           f"no intact checkpoint in {self.directory}: "
           + "; ".join(f"{s}: {p}" for s, p in bad)
           + ". Inspect or delete that directory (or use a new --workdir) to start over")
+    _sync(f"checkpoint check {self.directory}")  # every process has read before one renames
     if jax.process_index() == 0:
       for s, problem in bad:
         keep_as = self.directory / f"{s}.corrupt-{int(time.time())}"
         (self.directory / str(s)).rename(keep_as)
         _log.warning("checkpoint %d in %s is damaged (%s): moved to %s; resuming from "
                      "checkpoint %d", s, self.directory, problem, keep_as.name, step)
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      multihost_utils.sync_global_devices(f"checkpoint fallback {self.directory}")
+    _sync(f"checkpoint fallback {self.directory}")
     self._manager.reload()
     return step
 
@@ -193,6 +204,7 @@ class Checkpointer:
     self.check()
     self._pending.append(int(step))
     self._last_saved = int(step)
+    self._unchecked = True
     try:
       self._manager.save(int(step), args=ocp.args.Composite(
           state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
@@ -210,12 +222,13 @@ class Checkpointer:
     """
     if self._failed is not None:
       raise self._failed
-    if self._last_saved is None or self._manager.is_saving_in_progress():
+    if not self._unchecked or self._manager.is_saving_in_progress():
       return
     try:  # the save has ended: joining its finished thread re-raises what it failed with
       self._manager.wait_until_finished()
     except Exception as e:  # pylint: disable=broad-except
       raise self._error(e) from None
+    self._unchecked = False  # nothing to poll until the next save
 
   def restore_meta(self, step: int | None = None) -> dict[str, Any]:
     step = self._resolve(step)
