@@ -151,10 +151,10 @@ def describe_flag_error(error: BaseException, args: list[str]) -> str:
   while root.__cause__ is not None or root.__context__ is not None:
     root = root.__cause__ or root.__context__
   overrides = [a for a in args if a.startswith("--config.")]
-  if isinstance(root, (AttributeError, KeyError)) and overrides:
+  if isinstance(error, (AttributeError, KeyError)) and overrides:
     # config_flags raises a bare AttributeError/KeyError for `--config.a.b=...` when `a.b` is
-    # not a key of the config; name the override instead.
-    msg = root
+    # not a key of the config; name the override instead (the outer error holds the hint).
+    msg = error
     while isinstance(msg, BaseException) and msg.args:  # AttributeError(KeyError("'k'\n..."))
       msg = msg.args[0]
     first, _, hint = str(msg).partition("\n")

@@ -13,6 +13,7 @@ from absl import flags
 from crossrec_jax import main as main_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DANN = f"--config={REPO}/experiments/dann.py:tiny"
 EXPERIMENTS = ("source_only", "target_only", "finetune", "dann", "joint", "joint_dann")
 FLAGS = flags.FLAGS
 
@@ -96,6 +97,19 @@ def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
       capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
   assert result.returncode != 0
   assert "unknown config key 'learning_rate' in ['--config.train.learning_rate=3e-5']" in result.stderr
+  assert 'Did you mean "log_every"' not in result.stderr  # no near key: no suggestion
+
+
+def test_a_misspelt_config_key_is_one_line_with_a_suggestion(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "crossrec_jax.main", DANN, f"--workdir={tmp_path / 'run'}",
+       "--config.train.log_evry=3"],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "FATAL: unknown config key 'log_evry' in ['--config.train.log_evry=3']. "
+      'Did you mean "log_every" instead of "log_evry"?']
+  assert not (tmp_path / "run").exists()
   assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -107,9 +121,6 @@ def test_every_experiment_documents_its_command_and_result():
 
 
 # ---------------------------------------------------------------------------- one-line errors
-
-DANN = f"--config={REPO}/experiments/dann.py:tiny"
-
 
 @pytest.mark.parametrize("args,names", [
     ([DANN, "--config.train.log_every=abc"], "--config.train.log_every=abc"),
