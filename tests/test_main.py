@@ -168,19 +168,17 @@ def test_workdir_mistakes_are_one_line_exit_2(tmp_path, workdir, names):
     assert not pathlib.Path(workdir).exists()
 
 
-def _disk_full():  # preexec_fn: files over 2 MB fail with EFBIG ("File too large")
-  import resource  # pylint: disable=g-import-not-at-top
-  resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024 * 1024, resource.RLIM_INFINITY))
-
-
 @pytest.mark.slow
 def test_a_failed_checkpoint_save_stops_the_run_with_one_error(tmp_path):
   workdir = tmp_path / "run"
-  result = subprocess.run(
-      [sys.executable, "-m", "crossrec_jax.main", f"--config={REPO}/experiments/target_only.py:tiny",
-       f"--workdir={workdir}", "--config.train.checkpoint_every=5", "--config.train.log_every=1",
-       "--config.train.progress_bar=False", "--config.train.tensorboard=False"],
-      capture_output=True, text=True, cwd=REPO, timeout=600, check=False, preexec_fn=_disk_full)
+  command = [sys.executable, "-m", "crossrec_jax.main",
+             f"--config={REPO}/experiments/target_only.py:tiny", f"--workdir={workdir}",
+             "--config.train.checkpoint_every=5", "--config.train.log_every=1",
+             "--config.train.progress_bar=False", "--config.train.tensorboard=False"]
+  # "Disk full": files over 2 MB fail with EFBIG ("File too large"); a shell sets the limit
+  # (a preexec_fn would fork this multithreaded JAX process).
+  result = subprocess.run(["bash", "-c", 'ulimit -f 2048 && exec "$@"', "bash", *command],
+                          capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
   assert result.returncode == 1, result.stderr[-3000:]
   assert "Traceback" not in result.stderr
   errors = [l for l in result.stderr.splitlines() if not l.startswith(("I", " ", "-"))
