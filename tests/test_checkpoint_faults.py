@@ -114,3 +114,18 @@ def test_every_checkpoint_damaged_is_one_error_naming_the_directory(reference, t
   with pytest.raises(checkpoint_lib.CheckpointError,
                      match=rf"no intact checkpoint in {run / 'checkpoints'}: 6: .*; 4: .*; 2: "):
     trainer.train_and_evaluate(config, run, data=data)
+
+
+@pytest.mark.slow
+def test_a_damaged_best_checkpoint_is_one_error_naming_its_directory(reference, tmp_path):
+  data, config, _ = reference
+  config = config.copy_and_resolve_references()
+  config.train.update(dict(select="target_valid/n", eval_every=2))  # n is constant: one best
+  run = tmp_path / "run"
+  trainer.train_and_evaluate(config, run, data=data)
+  best = run / "checkpoints_best"
+  assert [p.name for p in best.iterdir()] == ["1"]
+  damage(best / "1" / "meta" / "metadata", "truncate")
+  with pytest.raises(checkpoint_lib.CheckpointError,
+                     match=rf"no intact checkpoint in {best}: 1: meta/metadata has"):
+    trainer.train_and_evaluate(config, run, data=data)

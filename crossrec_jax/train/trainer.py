@@ -341,7 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   best_ckpt, best, best_saves = None, None, 0
   if select is not None:
     best_ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints_best", keep=1)
-    best_saves = best_ckpt.latest_step() or 0
+    best_saves = best_ckpt.intact_step() or 0
     if best_saves:
       best = best_ckpt.restore_meta()
       if best["config_hash"] != chash:
