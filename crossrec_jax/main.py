@@ -9,9 +9,9 @@
 JAX sees, on the mesh `config.mesh` (default: data parallel over all of them; e.g.
 `--config.mesh.fsdp=4 --config.mesh.data=-1`). Multi-process (multi-host) runs start one process
 per host with `--coordinator_address`, `--num_processes`, `--process_id` (or the JAX_* environment
-variables, or `--distributed_auto`; see train/distributed.py); only process 0 writes metrics and summaries. The config is locked (nested
-phases included): overriding or reading a key that does not exist is an error that names it.
-Running again with the same --workdir resumes the run.
+variables, or `--distributed_auto`; see train/distributed.py); only process 0 writes metrics and
+summaries. The config is locked (nested phases included): overriding or reading a key that does
+not exist is an error that names it. Running again with the same --workdir resumes the run.
 
 Mistakes are one line on stderr, no traceback (docs/reliability.md): a bad command line or config
 (an unknown key, a wrong type, a missing file or preset, an index out of range, a value out of
