@@ -4,7 +4,8 @@ Does language-model transfer from the source domain improve the target's recomme
 which label fractions, against which baselines? Every method of `experiments/` (target_only,
 source_only, finetune, dann, joint, joint_dann) x target label fractions x seeds, run by the
 trainer, scored by `eval/evaluate.py`, next to global mean, bias, MF, the title-prior transfer
-baseline and popularity (see `eval/study.py` for which cells run and why).
+baseline and popularity, and the libraries' SVD / KNNBaseline (surprise), ALS / BPR / item-KNN
+(implicit) (see `eval/study.py` for which cells run and why).
 
 Run:
   python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:tiny --workdir=/tmp/study
@@ -42,7 +43,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.experiments_dir = ""  # '' = the repository's experiments/
   c.methods = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann")
   c.label_free = ("source_only", "dann")
-  c.baselines = ("global_mean", "bias", "mf", "title_prior", "popularity")
+  # surprise_* / als / bpr / item_knn: the library baselines of the `baselines` extra (pinned).
+  c.baselines = ("global_mean", "bias", "mf", "surprise_svd", "surprise_knn", "title_prior",
+                 "popularity", "als", "bpr", "item_knn")
   c.label_fractions = (1.0, 0.1, 0.01, 0.0)
   c.seeds = (0, 1, 2)
   c.phase_steps = 0  # > 0: every phase of every method runs this many steps
