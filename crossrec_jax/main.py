@@ -24,6 +24,7 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from crossrec_jax import logging_setup
 from crossrec_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,19 +48,12 @@ def lock_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return config
 
 
-class _QuietLibraries:
-  """absl logging filter: drops INFO lines of orbax (a dozen lines per checkpoint)."""
-
-  def filter(self, record) -> bool:
-    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
-
-
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging_setup.configure()  # third-party INFO off unless --verbosity=1 (logging_setup.py)
   # Before anything touches a device: the runtime must connect the processes first.
   distributed.initialize_from_flags()
-  logging.get_absl_handler().addFilter(_QuietLibraries())
   # Imported here so that `--help` and flag errors do not pay for flax/tfds imports.
   from crossrec_jax.train import sharding  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
@@ -67,7 +61,10 @@ def main(argv: list[str]) -> None:
   config = lock_all(_CONFIG.value)
   partitioner = sharding.MeshPartitioner.from_config(config.mesh)
   if distributed.is_main_process():
-    logging.info("config:\n%s", config)
+    logging.info("config %s, overrides %s (every key: %s/config.json)",
+                 config_flags.get_config_filename(flags.FLAGS["config"]),
+                 config_flags.get_override_values(flags.FLAGS["config"]) or "none", _WORKDIR.value)
+    logging.debug("config:\n%s", logging_setup.config_text(config))
     logging.info("mesh %s over %d devices in %d processes", dict(partitioner.mesh.shape),
                  partitioner.mesh.size, jax.process_count())
   final = trainer.train_and_evaluate(config, _WORKDIR.value, partitioner=partitioner)
