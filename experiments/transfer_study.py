@@ -73,7 +73,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   max_examples=dict(source_train=128, target_train=128, target_valid=32,
                                     target_test=32),
                   eval_batch_size=64),
-        train=dict(log_every=5, final_eval=())))
+        # eval_every: target-valid points inside each phase, the learning curves' lines.
+        train=dict(log_every=5, eval_every=5, final_eval=())))
   elif preset == "cpu":
     # Sized for `make demo`: 15 minutes on a 2-core CPU (see the module docstring).
     c.label_fractions = (1.0, 0.1, 0.0)
@@ -88,7 +89,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         model=dict(encoder=dict(num_layers=1)),
         optimizer=dict(encoder=dict(lr=1e-4, warmup_steps=10),
                        rating_head=dict(warmup_steps=10), discriminator=dict(warmup_steps=10)),
-        train=dict(log_every=10, eval_every=0, final_eval=())))
+        train=dict(log_every=10, eval_every=PHASE_STEPS_CPU // 3, final_eval=())))
   else:
     c.eval.update(dict(which=("valid", "test"), full_ranking_users=200))
     c.pca.examples = 2000
