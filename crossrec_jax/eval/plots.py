@@ -30,12 +30,15 @@ import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 KNOWN_METHODS = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann",
                  "global_mean", "bias", "mf", "surprise_svd", "surprise_knn", "title_prior",
                  "popularity", "als", "bpr", "item_knn")
-# 20 colours told apart at a glance (tab10, then darker / stronger hues that repeat none of it).
+# 20 colours told apart at a glance: tab10, then hues tab10 lacks or far darker / brighter ones
+# (checked side by side: no two of the first 16, the study's methods, read as the same colour).
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#006400", "#8b008b", "#00ced1",
-           "#ff1493", "#556b2f", "#4b0082", "#a0522d")
-MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", "1", "2",
-           "3", "4", "+")
+           "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#006400", "#ff00ff", "#ffd700",
+           "#00ff7f", "#800000", "#4b0082", "#708090")
+# Filled markers only (line-only ones such as "1" or "+" vanish at plot sizes); then filled
+# 6- and 8-pointed stars and polygons, as matplotlib's (sides, style, angle) tuples.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", (6, 1, 0),
+           (8, 1, 0), (7, 0, 0), (4, 1, 0), (9, 0, 0))
 # The training loss terms (unweighted, as the trainer logs them) and their panel titles.
 LOSS_TERMS = (("loss_source", "source rating loss"), ("loss_target", "target rating loss"),
               ("loss_domain", "domain loss (discriminator / penalty)"))
@@ -80,8 +83,8 @@ def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.2, 3.8), squeeze=False)
   axes = axes[0]
   for order, (method, records) in enumerate(curves.items()):
-    style = {**method_style(method, list(curves)), "lw": max(3.2 - 0.45 * order, 0.9),
-             "markersize": max(7.5 - 0.6 * order, 3.5), "alpha": 0.9, "label": method}
+    style = {**method_style(method, list(curves)), "lw": max(4.5 - 0.7 * order, 1.0),
+             "markersize": max(9.0 - 0.9 * order, 4.0), "alpha": 0.9, "label": method}
     for ax, (key, _) in zip(axes, panels):
       split = "target_valid" if key == "rmse" else "train"
       pts = [(r["global_step"], r[key]) for r in records if r.get("split") == split
@@ -92,7 +95,7 @@ def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str
   for ax, (key, name) in zip(axes, panels):
     ax.set(xlabel="global step", title=name,
            ylabel="RMSE (target scale)" if key == "rmse" else "loss (unweighted)")
-    _readable(ax)
+    _readable(ax, integer_x=True)
   _legend_right(fig, axes, list(curves))
   if title:
     fig.suptitle(title, fontsize=9)
@@ -115,7 +118,7 @@ def metric_vs_fraction(rows: Sequence[Mapping[str, Any]], metric: str, path: str
   """
   fractions = sorted({float(r["label_fraction"]) for r in rows})
   pos = {f: k for k, f in enumerate(fractions)}
-  methods = list(dict.fromkeys(r["method"] for r in rows))
+  methods = _in_known_order(dict.fromkeys(r["method"] for r in rows))
   fig, ax = plt.subplots(figsize=(8.5, 4.5))
   for m_i, method in enumerate(methods):
     xs, means, stds = [], [], []
@@ -175,13 +178,22 @@ def feature_pca(panels: Mapping[str, tuple[np.ndarray, np.ndarray, Mapping[str, 
   return _save(fig, path)
 
 
-def _readable(ax, x: bool = True) -> None:
-  """At most 5 ticks per axis, short labels (powers of ten moved to the axis' offset text)."""
+def _in_known_order(methods) -> list[str]:
+  """KNOWN_METHODS' order first (text models, then baselines), other names after, as given."""
+  methods = list(methods)
+  return sorted(methods, key=lambda m: (KNOWN_METHODS.index(m) if m in KNOWN_METHODS
+                                        else len(KNOWN_METHODS) + methods.index(m)))
+
+
+def _readable(ax, x: bool = True, integer_x: bool = False) -> None:
+  """At most ~6 ticks per axis with short labels (beyond 1e-3 .. 1e4 a power of ten moves to the
+  axis' offset text); steps get integer ticks."""
   axes = (ax.xaxis, ax.yaxis) if x else (ax.yaxis,)
   for axis in axes:
-    axis.set_major_locator(ticker.MaxNLocator(nbins=5, min_n_ticks=3))
+    integer = integer_x and axis is ax.xaxis
+    axis.set_major_locator(ticker.MaxNLocator(nbins=5, min_n_ticks=3, integer=integer))
     formatter = ticker.ScalarFormatter(useMathText=False)
-    formatter.set_powerlimits((-2, 3))
+    formatter.set_powerlimits((-3, 4))
     axis.set_major_formatter(formatter)
   ax.tick_params(labelsize=8)
   ax.grid(alpha=0.3)
