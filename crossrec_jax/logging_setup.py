@@ -82,14 +82,14 @@ def configure(level: int | None = None) -> None:
 def config_text(config: Any, prefix: str = "") -> str:
   """A ConfigDict (nested dicts, lists of ConfigDicts) as sorted `a.b.c = value` lines, no YAML
   tags or ConfigDict internals."""
+  if hasattr(config, "items"):
+    items = [(f"{prefix}.{k}" if prefix else str(k), v)
+             for k, v in sorted(config.items(), key=lambda kv: str(kv[0]))]
+  else:  # a list / tuple of ConfigDicts (the phases)
+    items = [(f"{prefix}[{k}]", v) for k, v in enumerate(config)]
   lines = []
-  items = config.items() if hasattr(config, "items") else enumerate(config)
-  for key, value in sorted(items, key=lambda kv: str(kv[0])) if hasattr(config, "items") else items:
-    name = f"{prefix}[{key}]" if not hasattr(config, "items") else (
-        f"{prefix}.{key}" if prefix else str(key))
-    if hasattr(value, "items") or (isinstance(value, (list, tuple)) and value
-                                   and all(hasattr(v, "items") for v in value)):
-      lines.append(config_text(value, name))
-    else:
-      lines.append(f"{name} = {value!r}")
+  for name, value in items:
+    nested = hasattr(value, "items") or (isinstance(value, (list, tuple)) and value
+                                         and all(hasattr(v, "items") for v in value))
+    lines.append(config_text(value, name) if nested else f"{name} = {value!r}")
   return "\n".join(line for line in lines if line)
