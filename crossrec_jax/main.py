@@ -31,6 +31,7 @@ from absl import flags
 from absl import logging
 import jax
 import ml_collections
+from ml_collections import config_flags
 
 from crossrec_jax import config_checks
 from crossrec_jax import configs

@@ -51,7 +51,7 @@ def test_no_pytorch_advice_from_transformers(quiet):
 
 @pytest.mark.slow
 def test_tiny_main_run_stderr_is_quiet(tmp_path):
-  args = ["--config=experiments/dann.py:tiny", f"--workdir={tmp_path}",
+  args = ["--config=dann:tiny", f"--workdir={tmp_path}",
           "--config.phases[0].steps=6", "--config.phases[0].alignment=mmd",
           "--config.train.log_every=3", "--config.train.tensorboard=False"]
   code = _NO_TORCH + ("import runpy; sys.argv = ['crossrec_jax.main', *sys.argv[1:]]; "
@@ -63,7 +63,7 @@ def test_tiny_main_run_stderr_is_quiet(tmp_path):
   for noise in ("libtpu", "Unable to initialize backend", "PyTorch was not found", "!!python",
                 "_locked", "orbax", "rematerialization"):
     assert noise not in err, noise
-  assert "config experiments/dann.py:tiny" in err and "config.json" in err
+  assert "config dann:tiny" in err and "config.json" in err
   assert "dann (mmd):" in err  # the progress bar names the alignment the phase really runs
   # The bar advances when the host syncs on the metrics (every log_every=3 steps), not per dispatch.
   assert " 3/6 " in err and " 1/6 " not in err and " 2/6 " not in err
