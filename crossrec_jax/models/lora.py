@@ -27,7 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 __all__ = ["DEFAULT_TARGETS", "LoraConfig", "LoRALinear", "project", "apply_lora", "merge_lora",
-           "lora_param_count"]
+           "from_config", "lora_param_count"]
 
 # Per model_type, the path suffixes of every projection in a layer (the default targets):
 # BERT/RoBERTa ('output' matches both the attention output and the FFN output) and ModernBERT
@@ -162,6 +162,26 @@ def merge_lora(encoder: nnx.Module, domain: int = 0) -> nnx.Module:
       plain.bias = layer.bias
     _set(merged, path, plain)
   return merged
+
+
+CONFIG_KEYS = ("rank", "alpha", "targets", "per_domain")
+
+
+def from_config(cfg: Any) -> LoraConfig | None:
+  """`config.model.encoder.lora` (a ConfigDict or mapping) -> LoraConfig; None when rank is 0."""
+  if cfg is None:
+    return None
+  d = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+  unknown, missing = sorted(set(d) - set(CONFIG_KEYS)), sorted(set(CONFIG_KEYS) - set(d))
+  if unknown or missing:
+    raise ValueError(f"model.encoder.lora: unknown key(s) {unknown}, missing key(s) {missing}; "
+                     f"keys: {list(CONFIG_KEYS)}")
+  if d["rank"] == 0:
+    return None
+  if not isinstance(d["per_domain"], bool):
+    raise ValueError(f"model.encoder.lora.per_domain must be a bool, got {d['per_domain']!r}")
+  return LoraConfig(rank=d["rank"], alpha=float(d["alpha"]), targets=tuple(d["targets"]),
+                    num_domains=2 if d["per_domain"] else 1)
 
 
 def lora_param_count(model: nnx.Module) -> int:
