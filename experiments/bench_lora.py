@@ -26,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import pathlib
 import statistics
+import sys
 import time
 
 import jax
@@ -43,20 +45,9 @@ from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 from crossrec_jax.train import trainer
 
-
-def batches(batch_size: int, seq: int, seed: int = 0):
-  rng = np.random.default_rng(seed)
-
-  def one(domain):
-    return {"input_ids": rng.integers(1000, 30000, (batch_size, seq)).astype(np.int32),
-            "attention_mask": np.ones((batch_size, seq), np.int32),
-            "token_type_ids": np.zeros((batch_size, seq), np.int32),
-            "label": rng.random(batch_size).astype(np.float32),
-            "label_mask": np.ones(batch_size, np.float32),
-            "valid": np.ones(batch_size, np.float32),
-            "domain": np.full(batch_size, domain, np.int32)}
-
-  return one(0), one(1)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+# The same synthetic (source, target) batches as the torch comparison (all tokens real).
+from bench_train_step import batches  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def variant(preset: str, rank: int, per_domain: bool):

@@ -164,3 +164,24 @@ def test_unknown_model_type_names_the_file(tmp_path):
   (tmp_path / "config.json").write_text(json.dumps({"model_type": "deberta-v2"}))
   with pytest.raises(hf_import.CheckpointImportError, match=r"config.json.*'deberta-v2'"):
     hf_import.load_config(tmp_path)
+
+
+def test_config_model_encoder_selects_the_family_from_a_checkpoint_dir(tmp_path):
+  """`model.encoder.init='pretrained'` + `path` builds the directory's family, LoRA included,
+  and the recommender runs on it unchanged."""
+  from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.models import recommender  # pylint: disable=g-import-not-at-top
+  hf_cfg = transformers.ModernBertConfig(
+      vocab_size=60, hidden_size=32, intermediate_size=40, num_hidden_layers=3,
+      num_attention_heads=4, local_attention=6, pad_token_id=0)
+  transformers.ModernBertModel(hf_cfg).save_pretrained(tmp_path / "mb")
+  c = config_base.base_config("tiny")
+  c.model.encoder.update(dict(init="pretrained", path=str(tmp_path / "mb"), num_layers=2))
+  c.model.encoder.lora.update(dict(rank=2, per_domain=True))
+  model = recommender.build_recommender(c.model, rngs=nnx.Rngs(0))
+  assert isinstance(model.encoder, modernbert.ModernBertModel)
+  assert model.encoder.config.num_hidden_layers == 2 and lora.lora_param_count(model) > 0
+  ids, mask = _batch(60, 0)
+  out = model({"input_ids": jnp.asarray(ids, jnp.int32), "attention_mask": jnp.asarray(mask),
+               "domain": jnp.asarray([0, 1, 1], jnp.int32)})
+  assert out["rating"].shape == (B,) and out["features"].shape == (B, 32)
