@@ -2,7 +2,9 @@
 
 Post-LN transformer (as in the original BERT): embeddings (word + absolute position +
 token type) -> LayerNorm -> dropout -> N x [self-attention -> add & LayerNorm -> FFN (exact erf
-GELU) -> add & LayerNorm] -> pooler (dense + tanh on the [CLS] position).
+GELU) -> add & LayerNorm] -> pooler (dense + tanh on the [CLS] position). `model_type='roberta'`
+is the same network with RoBERTa's position ids (matching `transformers.RobertaModel`).
+Projections may carry LoRA adapters (`models/lora.py`); `domain` is passed down to them.
 
 Module names follow HF so that the checkpoint mapping (`hf_import.py`) reads line by line and
 sharding rules are natural regexes over parameter paths, e.g.

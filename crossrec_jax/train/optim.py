@@ -24,6 +24,9 @@ The transformation is, in order:
 Schedules count the updates applied since `tx.init` (optax's own counters): `step` in
 `learning_rates(step)` is that number, 0 for the first update.
 
+LoRA adapters (`models/lora.py`) are labelled 'lora' wherever they sit (a 'lora' path segment,
+`DEFAULT_SEGMENT_GROUPS`): freezing 'encoder' then trains only the adapters and the heads.
+
 Weight decay (decoupled, AdamW) follows the BERT recipe: every parameter is decayed except biases
 and LayerNorm parameters. The rule used (`decay_mask`) is "ndim >= 2 and the path matches none of
 `DEFAULT_NO_DECAY_PATTERNS`": 1-D parameters (all biases, LayerNorm scales and biases) are never
