@@ -184,3 +184,21 @@ def test_config_keys_validated():
   c = _tiny_model_config(rank=2, targets=("query", "nope"))
   with pytest.raises(ValueError, match="model.encoder.lora.targets: 'nope'"):
     recommender.build_recommender(c.model, rngs=nnx.Rngs(0))
+
+
+def test_remat_with_per_domain_lora_gives_the_same_gradients():
+  ids, mask, domain = _inputs()
+
+  def grads(remat):
+    model = bert.BertModel(bert.BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2,
+                                           num_attention_heads=2, intermediate_size=24,
+                                           max_position_embeddings=L, remat=remat),
+                           rngs=nnx.Rngs(0))
+    lora.apply_lora(model, lora.LoraConfig(rank=2, num_domains=2), rngs=nnx.Rngs(1))
+    _randomise_b(model)
+    graphdef, lp, rest = nnx.split(model, nnx.LoRAParam, ...)
+    f = lambda p: jnp.sum(nnx.merge(graphdef, p, rest)(ids, mask, domain=domain).pooler_output)
+    return jax.tree.leaves(jax.grad(f)(lp))
+
+  for a, b in zip(grads(False), grads(True)):
+    np.testing.assert_allclose(a, b, atol=1e-6)
