@@ -18,8 +18,27 @@ donated (aliased) buffers as the step's peak.
 
   python experiments/bench_lora.py [--preset cpu] [--rank 8] [--steps 3] [--repeats 5]
 
-Measured (see the table this prints; numbers in the README) on the shared 2-core CPU: state the
-load average (`uptime`) beside them.
+Measured on the shared 2-core x86 CPU (jax 0.10.2, float32, preset cpu, rank 8), 2026-12-01,
+two runs while other engineers' tests loaded the machine (load average 18.8 -> 25.2, then
+14.9 -> 7.6), so absolute times are depressed and noisy; read the ratios:
+
+  command                              variant      trainable  s/step  vs full  args MiB  temp MiB  peak MiB
+  bench_lora.py --steps 2 --repeats 4  full        15,812,994  15.127     1.00     181.0     876.8    1057.8
+    (load 18.8 -> 25.2)                lora           308,226  16.900     1.12      63.2     970.9    1034.1
+                                       lora/domain    418,818  15.871     1.05      64.4    1043.6    1108.0
+  bench_lora.py --steps 2 --repeats 5  full        15,812,994   7.670     1.00     181.0     876.8    1057.8
+    (load 14.9 -> 7.6)                 lora           308,226   8.566     1.12      63.2     970.9    1034.1
+                                       lora/domain    418,818   8.282     1.08      64.4    1043.6    1108.0
+
+(params 15.8M in all; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
+"trainable" is the two heads). LoRA trains 2% of the parameters and drops the encoder's Adam
+state (arguments 181 -> 63 MiB), but the step is no faster and its peak memory no smaller:
+train/step.py differentiates every parameter (`jax.grad` over all params, and the logged
+grad_norm keeps the frozen encoder's weight gradients alive), so the base's weight-gradient
+matmuls and buffers are still computed. Compiled alone, the same LoRA forward + backward costs
+142.5 GFLOP / 931 MiB temporaries with gradients for all parameters and 93.3 GFLOP / 850 MiB
+with gradients for the adapters only (scratch check, same shapes): differentiating only the
+trainable groups in the step would cut about a third of LoRA's step FLOPs.
 """
 
 from __future__ import annotations
@@ -70,7 +89,7 @@ def variant(preset: str, rank: int, per_domain: bool):
       rating_output="regression", rng_impl=config.train.dropout_rng_impl)
   holder = {"state": state_lib.init_train_state(
       params, opt.tx, state_lib.make_rng(0, impl=config.train.dropout_rng_impl), rest)}
-  src, tgt = batches(int(config.data.batch_size), int(max(config.data.buckets)))
+  src, tgt = batches(int(config.data.batch_size), int(max(config.data.buckets)), seed=0)
   memory = fn.lower(holder["state"], src, tgt).compile().memory_analysis()
 
   def run(steps: int) -> None:
