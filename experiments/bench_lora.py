@@ -32,7 +32,7 @@ two runs while other engineers' tests loaded the machine (load average 18.8 -> 2
 
 (params 15.8M in all; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
 "trainable" is the two heads). LoRA trains 2% of the parameters and drops the encoder's Adam
-state (arguments 181 -> 63 MiB), but the step is no faster and its peak memory no smaller:
+state (arguments 181 -> 63 MiB), but the step is no faster and its peak memory barely smaller:
 train/step.py differentiates every parameter (`jax.grad` over all params, and the logged
 grad_norm keeps the frozen encoder's weight gradients alive), so the base's weight-gradient
 matmuls and buffers are still computed. Compiled alone, the same LoRA forward + backward costs
