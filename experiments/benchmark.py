@@ -22,6 +22,14 @@ host<->device transfer in the step would fail the benchmark. Reported per model:
   python experiments/benchmark.py --preset gpu --models bert-base --batch 512 --remat
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python experiments/benchmark.py \\
       --models minilm --mesh 2,2,2                      # sharding overhead on fake CPU devices
+  python experiments/benchmark.py --preset gpu --attention cudnn   # cuDNN fused attention
+
+--attention: einsum (the reference math, with attention-probability dropout), xla or cudnn
+(`jax.nn.dot_product_attention`; cudnn falls back to xla where cuDNN is missing or rejects the
+shape/dtype, and the row says so in `attention_fallback`). The fused ones cannot drop attention
+probabilities and run without that dropout. `--models tiny` is a 2-layer, hidden-64 shape for
+smoke tests (experiments/gpu_proof.sh with GPU_PROOF_SMOKE=1). The one-shot GPU run of all of
+this is experiments/gpu_proof.sh.
 
 Presets: cpu = float32, batch 8, seq 128, 2 trials x 3 steps; gpu = bfloat16, batch 256,
 seq 128, 3 trials x 20 steps. Any flag overrides its preset.

@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
   parser.add_argument("--out", required=True)
   parser.add_argument("--smoke", action="store_true", help="CPU-sized shapes (tests)")
   parser.add_argument("--real_steps", type=int, default=0, help="default: 600 (smoke: 12)")
-  parser.add_argument("--users", type=int, default=600, help="users per domain, real-data part")
+  parser.add_argument("--users", type=int, default=300, help="users per domain, real-data part")
   parser.add_argument("--part_timeout", type=float, default=0, help="s per part (default 150)")
   args = parser.parse_args(argv)
   steps = args.real_steps or (12 if args.smoke else 600)

@@ -24,7 +24,8 @@ PLAT=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 
   ml-collections==1.1.0 grain==0.2.18 tensorflow-datasets==4.9.10 array-record==0.8.6 \
   immutabledict==4.3.1 tensorflow-metadata==1.21.0 toml==0.10.2 wrapt==2.5.2 \
   dm-tree==0.1.10 simple-parsing==0.1.9 docstring-parser==0.18.0 portpicker==1.6.0 \
-  cloudpickle==3.1.3 termcolor==3.3.0 tensorboardX==2.6.5 einops==0.8.2
+  cloudpickle==3.1.3 termcolor==3.3.0 tensorboardX==2.6.5 einops==0.8.2 six==1.17.0 attrs==26.1.0 \
+  psutil==7.2.2 googleapis-common-protos==1.76.0
 # promise 2.3 is an sdist only: build its (pure-Python) wheel here.
 "$PY" -m pip wheel -q --no-deps -w "$DIR" promise==2.3
 rm -f "$DIR"/promise-*.tar.gz
