@@ -102,6 +102,9 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       use_tfds=False,       # materialise prepared examples as a TFDS array_record dataset
       tfds_dir="",          # '' = <cache_dir>/tfds
       worker_count=0, window=32, pair_window=128,
+      # Throughput (issue 15), opt-in: k > 0 fits k bucket lengths to the prepared examples'
+      # token counts (data/buckets.py), replacing `buckets`; 0 keeps `buckets` (the default).
+      auto_buckets=0,
   ))
 
   # ---------------------------------------------------------------------------- model
@@ -140,6 +143,9 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # 'target_valid/rmse'...; higher wins, strictly) = the best evaluation of the whole run,
       # kept in checkpoints_best/ and evaluated by final_eval.
       select="",
+      # Throughput (issue 15): "first,last" global steps traced with jax.profiler into
+      # workdir/profile (TensorBoard's profile tab); '' = no trace (train/profiling.py).
+      profile_steps="",
   ))
   c.phases = []
 

@@ -211,11 +211,16 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
     sets: dict[str, Any] = dict(loaded)
   else:
     sets = _build_sets(pair, splits, cfg, tokenizer, cache_dir, seed, report)
+  buckets = tuple(int(b) for b in cfg.buckets)
+  if int(cfg.get("auto_buckets", 0)):  # opt-in: bucket lengths fitted to these examples
+    from crossrec_jax.data import buckets as buckets_lib  # pylint: disable=g-import-not-at-top
+    buckets = buckets_lib.fit_buckets(sets, int(cfg.auto_buckets))
+    report["buckets"] = list(buckets)
   _log.info("prepared data: %s", report)
   return PreparedData(
       sources=sets, scales=scales, report=report, batch_size=int(cfg.batch_size),
       target_batch_size=int(cfg.target_batch_size or cfg.batch_size),
-      eval_batch_size=int(cfg.eval_batch_size), buckets=tuple(int(b) for b in cfg.buckets),
+      eval_batch_size=int(cfg.eval_batch_size), buckets=buckets,
       window=int(cfg.window), pair_window=int(cfg.pair_window),
       worker_count=int(cfg.worker_count))
 

@@ -60,6 +60,7 @@ from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train import losses
 from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
+from crossrec_jax.train import profiling
 from crossrec_jax.train import schedules
 from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
@@ -73,7 +74,7 @@ _log = distributed.main_process_logger(__name__)
 # train.* keys that do not change the trajectory: a resumed run may change them.
 RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
-                "compilation_cache_dir")
+                "compilation_cache_dir", "profile_steps")
 # Top-level keys a resumed run may change: the mesh (a checkpoint restores onto any mesh; the
 # trajectory then agrees to float rounding, tests/test_sharding_equivalence.py).
 RUNTIME_SECTIONS = ("mesh",)
@@ -410,6 +411,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mesh_context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   try:
     with mesh_context:
+      # One trace window over the run's global steps (config.train.profile_steps).
+      profiler = profiling.StepProfiler(tc.profile_steps, workdir, enabled=main_process)
       for p_i, phase in enumerate(phases):
         where = f"phases[{p_i}] ({phase.name!r})"
         if meta is not None and p_i < meta["phase_index"]:
@@ -519,7 +522,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           src, tgt = next(batches)
           # Batches are already on device: any transfer inside the step is a bug (a host
           # constant, a numpy argument) that would sync every step.
-          with jax.transfer_guard("disallow"):
+          with profiler.step(global_step + step + 1), jax.transfer_guard("disallow"):
             state, m = train_step(state, src, tgt)
           ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
@@ -537,6 +540,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                       _meta(p_i, phase, step, global_step + step, batches.get_state(),
                             phase_results, chash, config))
         progress.close()
+        if p_i == len(phases) - 1:
+          profiler.close()  # a window past the last step ends with the run
         if hasattr(host_batches, "close"):
           host_batches.close()
         global_step += phase.steps
