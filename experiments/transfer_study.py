@@ -4,7 +4,7 @@ Does language-model transfer from the source domain improve the target's recomme
 which label fractions, against which baselines? Every method of `experiments/` (target_only,
 source_only, finetune, dann, joint, joint_dann) x target label fractions x seeds, run by the
 trainer, scored by `eval/evaluate.py`, next to global mean, bias, MF, the title-prior transfer
-baseline and popularity (see `eval/study.py` for which cells run and why).
+baseline and popularity (see `study/grid.py` for which cells run and why).
 
 Run:
   python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:tiny --workdir=/tmp/study

@@ -453,13 +453,6 @@ class Evaluator:
       out.update(plan_metrics(self.plan, w, **kw))
     return out
 
-  def features(self, feature_fn: Callable[[Mapping[str, np.ndarray]], Any], which: str = "test"
-               ) -> np.ndarray:
-    """[N, H] pooled features of the part's rating examples (for PCA / proxy A-distance)."""
-    from crossrec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    ex = self.sets[(which, "rating")][0]
-    return collect(feature_fn, pipeline.eval_batches(ex, self.batch), len(ex))
-
 
 # ----------------------------------------------------------------------------- domain separability
 
