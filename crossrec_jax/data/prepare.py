@@ -38,11 +38,9 @@ EXAMPLE_SETS = {  # name -> (domain id, split part)
 }
 
 
-@functools.lru_cache(maxsize=2)
 def _load_source(name: str, data_dir: str | None, cache_dir: str) -> schema.CrossDomainData:
-  # Memoised per process: notebooks and in-process test runs prepare many configs of one pair
-  # (CrossDomainData is frozen; everything downstream builds new arrays).
-  return sources.load_source(name, data_dir=data_dir, cache_dir=cache_dir)
+  # Memoised per process by `sources.load_cached` (re-registering a source forgets it).
+  return sources.load_cached(name, data_dir, cache_dir)
 
 
 @functools.lru_cache(maxsize=2)

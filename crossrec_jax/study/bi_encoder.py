@@ -48,8 +48,9 @@ class BiCell:
     self.prepared  # pylint: disable=pointless-statement
 
   def summary(self) -> str:
-    tgt = self.prepared.report.get("target", {})
-    return f"RecBole-CDR protocol, seed {self.seed}; target {tgt}"
+    r = self.prepared.report
+    return (f"RecBole-CDR protocol, seed {self.seed}: target {r['target_users']} users, "
+            f"{r['target_items']} items, split {r['split']}")
 
   def score(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> dict[str, float]:
     del config  # the run evaluated its selected parameters itself

@@ -29,9 +29,8 @@ from crossrec_jax.study import finished
 from crossrec_jax.study import grid
 
 
-@functools.lru_cache(maxsize=2)
 def _load_pair(name: str, data_dir: str, cache_dir: str) -> schema.CrossDomainData:
-  return sources.load_source(name, data_dir=data_dir or None, cache_dir=cache_dir or None)
+  return sources.load_cached(name, data_dir or None, cache_dir or None)
 
 
 class Cell:
