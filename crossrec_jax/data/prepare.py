@@ -156,7 +156,9 @@ def _preparation(cfg: Any, seed: int, tokenizer_id: str) -> dict[str, Any]:
               source_label_fraction=float(cfg.source_label_fraction), template=cfg.template,
               max_len=int(cfg.max_len), history_k=int(cfg.history_len), seed=int(seed),
               users=cfg.users.to_dict(), max_examples=cfg.max_examples.to_dict(),
-              tokenizer=tokenizer_id)
+              tokenizer=tokenizer_id,
+              # only when set, so that existing TFDS dataset names stay what they were
+              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}))
 
 
 def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
@@ -188,7 +190,9 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
     before = domain.interactions.num_users
     domain = subsample_users(domain, int(cfg.users[side]), seed=seed + domain_id)
     fraction = cfg.source_label_fraction if side == "source" else cfg.label_fraction
-    split = splits_lib.make_split(domain, cfg.split, seed=seed, label_fraction=float(fraction))
+    count = int(cfg.get("label_count", 0)) if side == "target" else 0  # K-shot target labels
+    split = splits_lib.make_split(domain, cfg.split, seed=seed, label_fraction=float(fraction),
+                                  label_count=count)
     domains[side], splits[side] = domain, split
     report[side] = dict(domain=domain.name, users=int(len(np.unique(domain.interactions.user))),
                         users_before=int(before), interactions=len(domain.interactions),

@@ -126,6 +126,9 @@ class Items:
     return {name: col[i] for name, col in self.fields.items()}
 
 
+PARTS = ("train", "valid", "test", "context")  # the parts a source's own split may assign
+
+
 @dataclasses.dataclass(frozen=True)
 class Interactions:
   """Columnar interactions of one domain, integer-coded.
@@ -139,6 +142,15 @@ class Interactions:
   item: np.ndarray  # [N] int32
   rating: np.ndarray  # [N] float32
   time: np.ndarray  # [N] int64
+  # [N] object array of str in PARTS: a source's own split (`splits.given_split`); None = none.
+  part: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.part is not None and len(self.part) != len(self.user):
+      raise DataError(f"Interactions.part has {len(self.part)} rows, the table {len(self.user)}")
+    if self.part is not None and not np.isin(self.part, PARTS).all():
+      bad = sorted(set(np.asarray(self.part).tolist()) - set(PARTS))
+      raise DataError(f"Interactions.part: unknown parts {bad[:5]} (allowed: {PARTS})")
 
   def __len__(self) -> int:
     return len(self.user)
@@ -150,7 +162,8 @@ class Interactions:
   def take(self, rows: np.ndarray) -> "Interactions":
     """A subset of rows (boolean mask or indices); the user vocabulary is kept."""
     return dataclasses.replace(self, user=self.user[rows], item=self.item[rows],
-                               rating=self.rating[rows], time=self.time[rows])
+                               rating=self.rating[rows], time=self.time[rows],
+                               part=None if self.part is None else self.part[rows])
 
 
 @dataclasses.dataclass(frozen=True)

@@ -303,7 +303,8 @@ def candidate_domain(domain: schema.Domain, rows: np.ndarray, candidates: np.nda
       user=np.concatenate([inter.user, inter.user[src]]),
       item=np.concatenate([inter.item, cands.reshape(-1)[cells].astype(inter.item.dtype)]),
       rating=np.concatenate([inter.rating, rating]),
-      time=np.concatenate([inter.time, inter.time[src]]))
+      time=np.concatenate([inter.time, inter.time[src]]),
+      part=None if inter.part is None else np.concatenate([inter.part, inter.part[src]]))
   new_rows = len(inter) + np.arange(len(cells), dtype=np.int64)
   return dataclasses.replace(domain, interactions=extra), new_rows, cells
 

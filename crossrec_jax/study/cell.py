@@ -52,7 +52,8 @@ class Cell:
     self.source_split = splits_lib.make_split(self.source, cfg.split, seed=seed,
                                               label_fraction=float(cfg.source_label_fraction))
     self.split = splits_lib.make_split(self.target, cfg.split, seed=seed,
-                                       label_fraction=float(fraction))
+                                       label_fraction=float(fraction),
+                                       label_count=int(cfg.get("label_count", 0)))
     self.plan = evaluate.make_plan(self.target, self.split, grid.eval_spec(study))
     self._prepared = None
     self._evaluator = None

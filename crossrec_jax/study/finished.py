@@ -34,39 +34,19 @@ def final_metrics(run_dir: pathlib.Path, split: str = "target_test",
 def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
   """(eval_step, params) of a finished trainer run, from its last checkpoint.
 
-  A thin wrapper over the trainer's pieces: the model is rebuilt from the config, the last
-  phase's optimiser gives the abstract train state, and the checkpoint at the end of the last
-  phase is restored into it.
+  The model is rebuilt from the config; `train/warm_start.restore_final` restores the train
+  state at the end of the last phase into it.
   """
-  import jax  # pylint: disable=g-import-not-at-top
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import optim  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
 
   model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
   rating_output = model.rating_output
   graphdef, params, rng_state, rest = state_lib.split_model(model)
-  phases = trainer.validate_phases(config)
-  last = len(phases) - 1
-  opt = trainer.phase_optimizer(config, phases[last], optim.label_params(params),
-                                f"phases[{last}]")
-  state = state_lib.init_train_state(
-      params, opt.tx, state_lib.make_rng(int(config.seed), last,
-                                         impl=config.train.dropout_rng_impl), rest)
-  ckpt = checkpoint_lib.Checkpointer(run_dir / "checkpoints", keep=1)
-  try:
-    step = ckpt.latest_step()
-    meta = ckpt.restore_meta(step)
-    if meta["phase_index"] != last or meta["step"] != phases[last].steps:
-      raise RuntimeError(f"{run_dir}: the newest checkpoint is phase {meta['phase_index']} step "
-                         f"{meta['step']}, not the end of the run")
-    state = ckpt.restore_state(step, checkpoint_lib.abstract_like(jax.eval_shape(lambda: state)))
-  finally:
-    ckpt.close()
+  state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
   eval_step = step_lib.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
   return eval_step, state.params
 

@@ -60,9 +60,11 @@ from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train import losses
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
+from crossrec_jax.train import selection
 from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
+from crossrec_jax.train import warm_start
 
 __all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "optimizer_groups",
            "validate_phases", "phase_optimizer", "phase_alignment", "phase_uses", "selection_metric",
@@ -275,7 +277,8 @@ class MetricWriter:
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
              scale: Any, put: Callable[[Any], Any] = lambda b: b,
              rest: Any = None) -> dict[str, float]:
-  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`.
+  """Rating RMSE / MAE (and AUC of like = rating above the scale's midpoint, where both classes
+  occur) on the domain's own scale over every valid row of `batches`.
 
   `rest`: the model's non-parameter state to evaluate with (None: the eval step's own).
 
@@ -300,6 +303,9 @@ def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batche
     return result
   pred = scale.denormalise(pred)
   result.update(rmse=metrics_lib.rmse(pred, true), mae=metrics_lib.mae(pred, true))
+  like = true > 0.5 * (scale.low + scale.high)  # as eval/evaluate.py's default AUC threshold
+  if like.any() and not like.all():  # AUC needs both classes (`train.select='auc'`)
+    result["auc"] = metrics_lib.auc(pred, like)
   return result
 
 
@@ -397,6 +403,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     enc_cfg = None  # FLOPs are counted for the cross-encoder only (train/flops.py)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
+  if config.model.get("init_from", ""):  # warm start from a finished run (train/warm_start.py)
+    params, rest = warm_start.restore_params(config.model.init_from, params, rest,
+                                             str(config.model.get("init_checkpoint", "auto")))
   labels = optim.label_params(params, {g: g for g in optimizer_groups(config)})
   # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
   # the default device without a partitioner.
@@ -428,7 +437,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         raise ValueError(f"train.select={config.train.select!r}: the target-valid evaluation "
                          f"reports {sorted(result_)}, not {select!r}")
       value = float(result_[select])
-      if best is None or value > best["value"]:
+      if best is None or selection.improves(select, value, best["value"]):
         best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
                 "config_hash": chash}
         best_saves += 1  # counted here: the previous save may still be in flight
