@@ -49,6 +49,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from crossrec_jax import config_base
+from crossrec_jax.data import fingerprint as fingerprint_lib
 from crossrec_jax.data import pipeline
 from crossrec_jax.data import prepare as prepare_lib
 from crossrec_jax.eval import metrics as metrics_lib
@@ -395,6 +396,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # ---------------------------------------------------------------------- data and model
   if data is None:
     data = prepare_lib.prepare_data(config)
+  # The data actually used (data/fingerprint.py): a resume on other tables is an error.
+  fingerprint = fingerprint_lib.data_fingerprint(data)
+  for record, ckpt_dir in ((meta, "checkpoints"), (best, "checkpoints_best")):
+    if record is not None and record.get("data_fingerprint", fingerprint) != fingerprint:
+      raise ValueError(
+          f"{workdir / ckpt_dir} was trained on data {record['data_fingerprint']} (source "
+          f"{record.get('config', {}).get('data', {}).get('source', '?')!r}); this run prepared "
+          f"data {fingerprint} (source {config.data.source!r}) under the same config: resume on "
+          "the same data, or use a new --workdir")
   build_model = getattr(data, "build_model", None) or recommender_lib.build_recommender
   model = build_model(config.model, rngs=nnx.Rngs(seed))
   rating_output = model.rating_output
@@ -439,7 +449,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       value = float(result_[select])
       if best is None or selection.improves(select, value, best["value"]):
         best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
-                "config_hash": chash}
+                "config_hash": chash, "data_fingerprint": fingerprint}
         best_saves += 1  # counted here: the previous save may still be in flight
         best_ckpt.save(best_saves, {"params": state_.params, "rest": state_.rest}, best)
     return state_, result_
@@ -576,8 +586,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                           "global_step": global_step + step}, info)
           if do_ckpt:
             ckpt.save(global_step + step, state,
-                      _meta(p_i, phase, step, global_step + step, batches.get_state(),
-                            phase_results, chash, config))
+                      {**_meta(p_i, phase, step, global_step + step, batches.get_state(),
+                               phase_results, chash, config), "data_fingerprint": fingerprint})
         progress.close()
         if hasattr(host_batches, "close"):
           host_batches.close()
@@ -613,6 +623,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         final[name] = run_eval(name, params, rest)
         writer.write(name, global_step, {"phase": "final"}, final[name])
     final["data"] = data.report
+    final["data_fingerprint"] = fingerprint
     final["wall_s"] = time.time() - t_start
     if main_process:
       (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))
