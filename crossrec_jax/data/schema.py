@@ -217,10 +217,12 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
                  ratings: Sequence[float] | np.ndarray | None, times: Sequence[int] | np.ndarray,
                  items: Items, scale: RatingScale, time_kind: TimeKind = "timestamp",
                  on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None, origin: tuple[str, np.ndarray] | None = None,
-                 skipped: SkipReport | None = None) -> Domain:
+                 skipped: SkipReport | None = None,
+                 parts: Sequence[str] | None = None) -> Domain:
   """Validate raw string-keyed interaction columns and encode them against `items`.
 
   Args:
+    parts: a source's own split, per row one of PARTS (`Interactions.part`, `split='given'`).
     ratings: None for implicit feedback (every row is a positive with rating 1).
     origin: (file path, [N] line numbers) so that errors point at the raw line.
     on_error: "raise" stops at the first bad row; "skip" drops it and counts it per reason.
@@ -288,6 +290,7 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
   vocab = user_vocab[present]
   inter = Interactions(user_ids=vocab.astype(object), user=user_code.astype(np.int32),
                        item=item_row[keep].astype(np.int32),
-                       rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64))
+                       rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64),
+                       part=None if parts is None else np.asarray(parts, object)[keep])
   return Domain(name=name, items=items, interactions=inter, scale=scale, time_kind=time_kind,
                 skipped=report)
