@@ -17,9 +17,10 @@ Presets:
   cpu: what `make demo` runs; sized to finish within 15 minutes on a 2-core CPU, so truncated:
     MiniLM cut to its first layer, 40-token examples (2 history items), 300 source users (4,000
     source training examples), every target user and row, PHASE_STEPS_CPU steps of batch 16 per
-    phase, label fractions {1, 0.1, 0} (1% left out for time), 3 seeds, evaluation on 300 test
-    ratings and 20 ranked users x 100 candidates. At this budget the text models do not learn
-    beyond the global mean (the `make demo` table): it shows the machinery, not transfer.
+    phase, label fractions {1, 0.1, 0} (1% left out for time), 3 seeds, evaluation on 298 test
+    ratings (a cap of 300, drawn as whole users) and 20 ranked users x 100 candidates. At this
+    budget the text models do not learn beyond the global mean (the `make demo` table): it shows
+    the machinery, not transfer.
   gpu: the full-size study: 6-layer MiniLM, 128 tokens, 5 history items, every user and example,
     the runs' own gpu step counts, full evaluation (valid and test, all users, full ranking for
     200 users).
