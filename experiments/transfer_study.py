@@ -37,6 +37,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; choose tiny, cpu or gpu")
   c = ml_collections.ConfigDict()
   c.name = f"ML-1M -> ML-100K ({preset} preset)"
+  c.architecture = "cross_encoder"  # the task of every run (study/grid.py: or "bi_encoder")
   c.preset = preset  # the run preset of every experiment file
   c.source = "movielens_1m_to_100k"
   c.data_dir = ""
