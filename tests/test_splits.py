@@ -122,8 +122,7 @@ def test_cold_start_removes_training_rows_only():
   users = [0] * 5 + [1] * 5 + [2] * 5
   d = make_domain(users=users, items=list(range(5)) * 3, times=list(range(5)) * 3)
   s = splits.temporal_loo(d)
-  cold = splits.cold_start_users(d, s, n=1, seed=0)
-  assert cold.tolist() == np.sort(np.random.default_rng(0).choice([0, 1, 2], 1, replace=False)).tolist()
+  cold = np.array([1], np.int32)
   cs = splits.apply_cold_start(d, s, cold)
   u = d.interactions.user
   assert not np.isin(u[cs.train], cold).any()
@@ -133,9 +132,6 @@ def test_cold_start_removes_training_rows_only():
   hist = splits.history_rows(d, splits.visible_rows(cs, "test"), cs.test, 4)
   assert (hist[np.isin(u[cs.test], cold)] == -1).all()  # empty target history for cold users
   assert (hist[~np.isin(u[cs.test], cold)] >= 0).any()
-  assert len(splits.cold_start_users(d, s, fraction=2 / 3)) == 2
-  with pytest.raises(ValueError, match="exactly one"):
-    splits.cold_start_users(d, s, fraction=0.5, n=1)
 
 
 def test_history_rows_hand_example():
@@ -196,9 +192,9 @@ def split_cases(draw):
   s = splits.make_split(d, kind, seed=draw(st.integers(0, 3)),
                         label_fraction=draw(st.sampled_from([1.0, 0.1, 0.01, 0.0])))
   n_cold = draw(st.integers(0, 2))
-  eligible = len(np.unique(d.interactions.user[np.concatenate([s.valid, s.test])]))
-  if n_cold and eligible:
-    s = splits.apply_cold_start(d, s, splits.cold_start_users(d, s, n=min(n_cold, eligible)))
+  eligible = np.unique(d.interactions.user[np.concatenate([s.valid, s.test])])
+  if n_cold and len(eligible):
+    s = splits.apply_cold_start(d, s, eligible[:n_cold])
   return d, s, draw(st.integers(1, 4))
 
 

@@ -20,7 +20,8 @@ it, and the example itself never is. Visible (`visible_rows`): train examples se
 or not: an unlabelled row is an interaction whose rating is hidden, see `examples.py`); valid
 examples see train rows; test examples see train rows, plus valid rows only with
 `test_sees_valid=True` (off by default, so a test example's history never contains held-out data).
-Rows removed for cold-start users are visible to nobody.
+Rows removed for cold-start users are visible to nobody. A source's context rows (`Split.context`,
+`given_split`) are visible to every example, with their ratings, and are never examples.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ class Split:
   """One domain's split: ascending int64 row indices into `domain.interactions`.
 
   Attributes:
-    kind: "loo" (temporal leave-one-out), "ratio" (temporal per-user ratio) or "random".
+    kind: "loo" (temporal leave-one-out), "ratio" (temporal per-user ratio), "random" or
+      "given" (the source's own assignment, `given_split`).
     train, valid, test: disjoint row indices.
     train_labelled: [len(train)] bool, aligned with `train`: rows whose rating may be used as a
       training label (and shown in histories). Unlabelled rows stay in `train`: their text still
@@ -327,22 +329,6 @@ def with_label_count(split: Split, count: int, seed: int = 0) -> Split:
   labelled[np.random.default_rng(seed).permutation(n)[:count]] = True
   return dataclasses.replace(split, train_labelled=labelled,
                              label_fraction=float(count) / max(n, 1))
-
-
-def cold_start_users(domain: schema.Domain, split: Split, *, fraction: float | None = None,
-                     n: int | None = None, seed: int = 0) -> np.ndarray:
-  """Draw cold-start target users: sorted user codes, among users with a valid or test row.
-
-  Give exactly one of `fraction` (of those users, rounded) or `n`.
-  """
-  if (fraction is None) == (n is None):
-    raise ValueError("give exactly one of fraction= or n=")
-  inter = domain.interactions
-  eligible = np.unique(inter.user[np.concatenate([split.valid, split.test])]).astype(np.int32)
-  count = int(round(fraction * len(eligible))) if fraction is not None else int(n)
-  if not 0 <= count <= len(eligible):
-    raise ValueError(f"asked for {count} cold-start users, only {len(eligible)} have eval rows")
-  return np.sort(np.random.default_rng(seed).choice(eligible, count, replace=False))
 
 
 def apply_cold_start(domain: schema.Domain, split: Split, users: np.ndarray) -> Split:
