@@ -7,6 +7,7 @@ import json
 import pytest
 
 from crossrec_jax import config_base
+from crossrec_jax.data import examples
 from crossrec_jax.data import fingerprint
 from crossrec_jax.data import prepare
 from crossrec_jax.train import trainer
@@ -18,9 +19,11 @@ def tiny_data():
 
 
 def other_tables(data):
-  """Same config, other rows: what a re-registered source or a hand-built PreparedData gives."""
-  fewer = prepare.subsample_examples(data.sources["target_train"], 200, seed=1)
-  return dataclasses.replace(data, sources={**data.sources, "target_train": fewer})
+  """Same config and sizes, other labels: what a re-registered source or a hand-built
+  PreparedData gives (the batch iterator's own state check sees only sizes)."""
+  src = data.sources["target_train"]
+  flipped = examples.ExampleSet({**src.columns, "label": 1.0 - src.columns["label"]}, src.info)
+  return dataclasses.replace(data, sources={**data.sources, "target_train": flipped})
 
 
 def test_fingerprint_follows_the_tables_not_the_config(tiny_data):
