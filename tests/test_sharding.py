@@ -155,9 +155,10 @@ def test_mesh_partitioner_implements_the_trainer_hook():
   shardings = part.state_sharding(abstract)
   assert jax.tree.structure(shardings) == jax.tree.structure(abstract)
   assert part.batch_sharding().spec == P(("data", "fsdp"))
-  batch = part.put_batch({"input_ids": np.ones((4, 8), np.int32)})
+  rows = 2 * jax.device_count()  # splits over every device (the suite also runs on 8)
+  batch = part.put_batch({"input_ids": np.ones((rows, 8), np.int32)})
   assert batch["input_ids"].sharding.is_equivalent_to(part.batch_sharding(), 2)
-  assert batch["input_ids"].shape == (4, 8)
+  assert batch["input_ids"].shape == (rows, 8)
 
 
 # ---------------------------------------------------------------------------- activations

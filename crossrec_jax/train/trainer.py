@@ -59,6 +59,7 @@ from crossrec_jax.train import checkpoint as checkpoint_lib
 from crossrec_jax.train import distributed
 from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train import losses
+from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
 from crossrec_jax.train import selection
@@ -236,43 +237,6 @@ def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.Con
   return optim.make_optimizer(labels, groups, max_grad_norm=config.optimizer.max_grad_norm or None)
 
 
-# ---------------------------------------------------------------------------- metrics output
-
-class MetricWriter:
-  """Appends metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard event files.
-
-  `enabled=False` (every process but 0 of a multi-process run) writes nothing.
-  """
-
-  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True, enabled: bool = True):
-    self._jsonl = None
-    self._tb = None
-    if not enabled:
-      return
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
-
-  def write(self, split: str, global_step: int, info: dict[str, Any],
-            scalars: dict[str, float]) -> None:
-    if self._jsonl is None:
-      return
-    line = {"split": split, "global_step": int(global_step), **info,
-            **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(line) + "\n")
-    self._jsonl.flush()
-    if self._tb is not None:
-      for k, v in scalars.items():
-        self._tb.add_scalar(f"{split}/{k}", float(v), int(global_step))
-
-  def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
-
-
 # ---------------------------------------------------------------------------- evaluation
 
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
@@ -369,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # ---------------------------------------------------------------------- checkpoints, resume
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints))
-  resume_step = ckpt.latest_step()
+  resume_step = ckpt.intact_step()  # damaged newer ones are set aside (checkpoint.py)
   meta = None
   if resume_step is not None:
     meta = ckpt.restore_meta(resume_step)
@@ -384,7 +348,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   best_ckpt, best, best_saves = None, None, 0
   if select is not None:
     best_ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints_best", keep=1)
-    best_saves = best_ckpt.latest_step() or 0
+    best_saves = best_ckpt.intact_step() or 0
     if best_saves:
       best = best_ckpt.restore_meta()
       if best["config_hash"] != chash:
@@ -573,6 +537,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           # constant, a numpy argument) that would sync every step.
           with jax.transfer_guard("disallow"):
             state, m = train_step(state, src, tgt)
+          ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
           pending.append((step, m, count_flops(src, tgt)))
           progress.update(1)
