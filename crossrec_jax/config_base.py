@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 
 PRESETS = ("tiny", "cpu", "gpu")
-GROUPS = ("encoder", "rating_head", "discriminator")
+GROUPS = ("encoder", "rating_head", "discriminator", "lora")  # lora: models/lora.py adapters
 ALIGNMENTS = ("none", "dann", "mmd", "coral")
 PHASE_KEYS = ("name", "steps", "weights", "lr", "frozen", "alignment", "alignment_options",
               "gamma", "lambda_max", "reset_optimizer")
@@ -180,6 +180,15 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.optimizer.discriminator.update(dict(lr=1e-3, warmup_steps=500))
     c.train.update(dict(log_every=100, eval_every=2000, checkpoint_every=2000,
                         keep_checkpoints=3, progress_bar=False))
+
+  # ---------------------------------------------------------------------------- LoRA adapters
+  # `models/lora.py` on the encoder's projections (rank 0 = off). targets: path suffixes,
+  # () = every projection of the family; per_domain: one adapter set per domain on the shared
+  # base. The adapters are optimiser group 'lora' (settings as the heads'); a phase trains
+  # only them with frozen=('encoder',) (experiments/lora.py).
+  c.model.encoder.lora = ml_collections.ConfigDict(
+      dict(rank=0, alpha=16.0, targets=(), per_domain=False))
+  c.optimizer.lora = ml_collections.ConfigDict(c.optimizer.rating_head.to_dict())
   return c
 
 

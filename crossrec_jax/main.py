@@ -33,6 +33,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from crossrec_jax import config_checks
+from crossrec_jax import logging_setup
 from crossrec_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -94,6 +95,7 @@ def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     fatal(f"unexpected arguments: {argv[1:]}")
+  logging_setup.configure()  # third-party INFO off unless --verbosity=1 (logging_setup.py)
   # Imported here so that `--help` and flag errors do not pay for flax/tfds imports.
   from crossrec_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import sharding  # pylint: disable=g-import-not-at-top
@@ -113,7 +115,10 @@ def main(argv: list[str]) -> None:
   except ValueError as e:
     fatal(f"config.mesh: {e}")
   if distributed.is_main_process():
-    logging.info("config:\n%s", config)
+    logging.info("config %s, overrides %s (every key: %s/config.json)",
+                 config_flags.get_config_filename(flags.FLAGS["config"]),
+                 config_flags.get_override_values(flags.FLAGS["config"]) or "none", _WORKDIR.value)
+    logging.debug("config:\n%s", logging_setup.config_text(config))
     logging.info("mesh %s over %d devices in %d processes", dict(partitioner.mesh.shape),
                  partitioner.mesh.size, jax.process_count())
   try:

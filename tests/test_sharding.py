@@ -109,7 +109,7 @@ def test_non_divisible_dimension_is_replicated_and_logged(caplog):
   mesh = AbstractMesh((1, 2, 4), sharding.MESH_AXES)
   with caplog.at_level(logging.INFO, logger="crossrec_jax.train.sharding"):
     specs = _specs(_abstract_state(), mesh)
-  assert specs["params/encoder/embeddings/word_embeddings/embedding"] == P(None, "fsdp")
+  assert specs["params/encoder/embeddings/word_embeddings/embedding"] == P()
   assert any("word_embeddings/embedding dim 0 (size 30522)" in r.getMessage()
              for r in caplog.records)
   # The discriminator's output kernel (6, 1): 6 splits over fsdp=2; its (1,) bias is replicated.
@@ -117,7 +117,8 @@ def test_non_divisible_dimension_is_replicated_and_logged(caplog):
   assert specs["params/discriminator/mlp/out/bias"] == P()
   # With a divisible vocabulary the rule applies in full.
   specs = _specs(_abstract_state(vocab_size=128), mesh)
-  assert specs["params/encoder/embeddings/word_embeddings/embedding"] == P("tensor", "fsdp")
+  # (features never over fsdp: see DEFAULT_RULES and test_sharding_equivalence's remat check)
+  assert specs["params/encoder/embeddings/word_embeddings/embedding"] == P("tensor")
 
 
 def test_spec_for_errors():

@@ -238,5 +238,7 @@ def cli() -> None:
 
   def main(argv: Sequence[str]) -> None:
     del argv
+    from crossrec_jax import logging_setup  # pylint: disable=g-import-not-at-top
+    logging_setup.configure()  # orbax / JAX INFO off unless --verbosity=1
     print(run_study(config.value, workdir.value, log=lambda line: print(line, flush=True)))
   app.run(main)

@@ -493,7 +493,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         # -------------------------------------------------------------- train loop
         pending: list[tuple[int, Any, float | None]] = []
         last_flush = (time.time(), step)
-        progress = _progress(phase, step, bool(tc.progress_bar) and main_process)
+        progress = _progress(phase, alignment.kind, step, bool(tc.progress_bar) and main_process)
 
         def flush() -> None:
           nonlocal pending, last_flush
@@ -529,6 +529,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
               scalars["mfu"] = util
           writer.write("train", global_step + s_end, {**info, "step": s_end}, scalars)
           progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+          # Counted here, after the host synced on the steps' metrics: dispatch runs ahead of
+          # the device, so counting at dispatch showed bursts and made-up rates.
+          progress.update(s_end - last_flush[1])
           pending, last_flush = [], (now, s_end)
 
         while step < phase.steps:
@@ -540,7 +543,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
           pending.append((step, m, count_flops(src, tgt)))
-          progress.update(1)
           last = step == phase.steps
           do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
           do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
@@ -600,9 +602,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       best_ckpt.close()
 
 
-def _progress(phase: Any, initial: int, enabled: bool):
+def _progress(phase: Any, alignment: str, initial: int, enabled: bool):
+  """tqdm bar of the phase's steps, labelled with its name and, when the name does not say it,
+  its alignment (a 'dann' phase run with alignment=mmd reads 'dann (mmd)')."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=phase.steps, initial=initial, desc=phase.name, disable=not enabled,
+  desc = phase.name if alignment in ("none", phase.name) else f"{phase.name} ({alignment})"
+  return tqdm(total=phase.steps, initial=initial, desc=desc, disable=not enabled,
               dynamic_ncols=True, leave=False)
 
 
