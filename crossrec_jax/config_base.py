@@ -86,8 +86,9 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       source="movielens_1m_to_100k",  # a `data.sources` registry name
       data_dir="",          # real-data folder for shared-data sources ('' = auto)
       cache_dir="",         # wheel + token cache ('' = $CROSSREC_CACHE or ~/.cache/crossrec_jax)
-      split="ratio",        # 'ratio' (temporal 80/10/10 per user) | 'loo' | 'random'
+      split="ratio",        # 'ratio' (temporal 80/10/10 per user) | 'loo' | 'random' | 'given'
       label_fraction=1.0,   # of target training rows whose rating is used
+      label_count=0,        # > 0: exactly this many labelled target training rows (K-shot)
       source_label_fraction=1.0,
       template="default",   # `data.text` template
       max_len=64, history_len=2,
@@ -110,6 +111,8 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   # ---------------------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict(dict(
       kind="cross_encoder",  # 'bi_encoder' is planned (DESIGN.md)
+      init_from="",  # a finished run's directory: warm start from its checkpoint (train/warm_start.py)
+      init_checkpoint="auto",  # 'best' (checkpoints_best/) | 'final' | 'auto' (best if kept)
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
       encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=64),
