@@ -47,6 +47,11 @@ _COMPUTE_DTYPES = (np.dtype(jnp.float32), np.dtype(jnp.bfloat16))
 # Checkpoint families this module computes exactly: RoBERTa is BERT with position ids counted
 # from pad_token_id + 1 over the non-padding tokens (HF `create_position_ids_from_input_ids`).
 MODEL_TYPES = ("bert", "roberta")
+# How attention is computed (BertConfig.attention). 'einsum' is the reference (HF's math, with
+# attention-probability dropout); the others call `jax.nn.dot_product_attention`: 'xla' its XLA
+# path, 'cudnn' cuDNN's fused flash kernel (GPU, bfloat16, right-padded masks). Neither of those
+# can drop attention probabilities, so they need attention_probs_dropout_prob=0.
+ATTENTION_IMPLS = ("einsum", "xla", "cudnn")
 # Fields read from an HF config.json; everything else there is ignored (HF writes many extras).
 _HF_FIELDS = (
   "model_type", "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -80,6 +85,7 @@ class BertConfig:
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
   remat: bool = False
+  attention: str = "einsum"
 
   def __post_init__(self):
     if self.model_type not in MODEL_TYPES:
@@ -98,6 +104,12 @@ class BertConfig:
     for name in ("hidden_dropout_prob", "attention_probs_dropout_prob"):
       if not 0.0 <= getattr(self, name) < 1.0:
         raise ValueError(f"BertConfig.{name} must be in [0, 1), got {getattr(self, name)!r}")
+    if self.attention not in ATTENTION_IMPLS:
+      raise ValueError(f"BertConfig.attention={self.attention!r}; choose one of {ATTENTION_IMPLS}")
+    if self.attention != "einsum" and self.attention_probs_dropout_prob:
+      raise ValueError(f"BertConfig.attention={self.attention!r} cannot drop attention "
+                       f"probabilities: set attention_probs_dropout_prob=0 (got "
+                       f"{self.attention_probs_dropout_prob}) or use attention='einsum'")
     if not self.layer_norm_eps > 0:
       raise ValueError(f"BertConfig.layer_norm_eps must be > 0, got {self.layer_norm_eps!r}")
     # Normalise dtypes ("bfloat16", jnp.bfloat16, np.dtype(...)) so configs compare equal.
@@ -188,6 +200,7 @@ class BertAttention(nnx.Module):
   def __init__(self, config: BertConfig, *, rngs: nnx.Rngs):
     h = config.hidden_size
     self.num_heads, self.head_dim = config.num_attention_heads, config.head_dim
+    self.impl = config.attention
     self.query, self.key, self.value = (_dense(config, h, h, rngs) for _ in range(3))
     self.output = _dense(config, h, h, rngs)
     self.layer_norm = _layer_norm(config, rngs)
@@ -200,13 +213,30 @@ class BertAttention(nnx.Module):
     # Pinned head-split (tensor parallelism) and batch-split (data/fsdp) under a mesh.
     q, k, v = (constrain(heads(t), "batch", "length", "heads", "head_dim")
                for t in (project(m, x, domain) for m in (self.query, self.key, self.value)))
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
-    # Softmax in float32: bf16 exp/sum loses ~3 digits; [B, h, L, L] in f32 is affordable.
-    probs = jax.nn.softmax(scores.astype(jnp.float32) + mask_bias, axis=-1).astype(x.dtype)
-    probs = self.attention_dropout(probs, deterministic=deterministic)
-    context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, -1)
+    if self.impl == "einsum":
+      scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(self.head_dim)
+      # Softmax in float32: bf16 exp/sum loses ~3 digits; [B, h, L, L] in f32 is affordable.
+      probs = jax.nn.softmax(scores.astype(jnp.float32) + mask_bias, axis=-1).astype(x.dtype)
+      probs = self.attention_dropout(probs, deterministic=deterministic)
+      context = jnp.einsum("bhqk,bkhd->bqhd", probs, v).reshape(b, l, -1)
+    else:
+      context = _fused_attention(q, k, v, mask_bias, self.impl).reshape(b, l, -1)
     out = self.output_dropout(project(self.output, context, domain), deterministic=deterministic)
     return self.layer_norm(out + x)
+
+
+def _fused_attention(q, k, v, mask_bias, impl: str) -> jax.Array:
+  """`jax.nn.dot_product_attention` on [B, L, h, d]; `mask_bias` is the [B, 1, 1, L] additive mask.
+
+  cuDNN takes padding as key lengths (the count of unmasked keys: exact for right-padded rows,
+  which is what `data/pipeline.collate` produces); XLA takes the additive bias as it is.
+  """
+  if impl == "cudnn":
+    lengths = jnp.sum(mask_bias[:, 0, 0, :] == 0, axis=-1).astype(jnp.int32)
+    return jax.nn.dot_product_attention(q, k, v, key_value_seq_lengths=lengths,
+                                        implementation="cudnn")
+  return jax.nn.dot_product_attention(q, k, v, bias=mask_bias.astype(q.dtype),
+                                      implementation="xla")
 
 
 class BertLayer(nnx.Module):

@@ -49,6 +49,7 @@ from flax import nnx
 from jax.experimental import multihost_utils
 
 from crossrec_jax import config_base
+from crossrec_jax.data import fingerprint as fingerprint_lib
 from crossrec_jax.data import pipeline
 from crossrec_jax.data import prepare as prepare_lib
 from crossrec_jax.eval import metrics as metrics_lib
@@ -60,10 +61,13 @@ from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train import losses
 from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
+from crossrec_jax.train import profiling
 from crossrec_jax.train import schedules
+from crossrec_jax.train import selection
 from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
+from crossrec_jax.train import warm_start
 
 __all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "optimizer_groups",
            "validate_phases", "phase_optimizer", "phase_alignment", "phase_uses", "selection_metric",
@@ -73,7 +77,7 @@ _log = distributed.main_process_logger(__name__)
 # train.* keys that do not change the trajectory: a resumed run may change them.
 RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
-                "compilation_cache_dir")
+                "compilation_cache_dir", "profile_steps")
 # Top-level keys a resumed run may change: the mesh (a checkpoint restores onto any mesh; the
 # trajectory then agrees to float rounding, tests/test_sharding_equivalence.py).
 RUNTIME_SECTIONS = ("mesh",)
@@ -239,7 +243,8 @@ def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.Con
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
              scale: Any, put: Callable[[Any], Any] = lambda b: b,
              rest: Any = None) -> dict[str, float]:
-  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`.
+  """Rating RMSE / MAE (and AUC of like = rating above the scale's midpoint, where both classes
+  occur) on the domain's own scale over every valid row of `batches`.
 
   `rest`: the model's non-parameter state to evaluate with (None: the eval step's own).
 
@@ -264,6 +269,9 @@ def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batche
     return result
   pred = scale.denormalise(pred)
   result.update(rmse=metrics_lib.rmse(pred, true), mae=metrics_lib.mae(pred, true))
+  like = true > 0.5 * (scale.low + scale.high)  # as eval/evaluate.py's default AUC threshold
+  if like.any() and not like.all():  # AUC needs both classes (`train.select='auc'`)
+    result["auc"] = metrics_lib.auc(pred, like)
   return result
 
 
@@ -353,6 +361,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # ---------------------------------------------------------------------- data and model
   if data is None:
     data = prepare_lib.prepare_data(config)
+  # The data actually used (data/fingerprint.py): a resume on other tables is an error.
+  fingerprint = fingerprint_lib.data_fingerprint(data)
+  for record, ckpt_dir in ((meta, "checkpoints"), (best, "checkpoints_best")):
+    if record is not None and record.get("data_fingerprint", fingerprint) != fingerprint:
+      raise ValueError(
+          f"{workdir / ckpt_dir} was trained on data {record['data_fingerprint']} (source "
+          f"{record.get('config', {}).get('data', {}).get('source', '?')!r}); this run prepared "
+          f"data {fingerprint} (source {config.data.source!r}) under the same config: resume on "
+          "the same data, or use a new --workdir")
   build_model = getattr(data, "build_model", None) or recommender_lib.build_recommender
   model = build_model(config.model, rngs=nnx.Rngs(seed))
   rating_output = model.rating_output
@@ -361,6 +378,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     enc_cfg = None  # FLOPs are counted for the cross-encoder only (train/flops.py)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
+  if config.model.get("init_from", ""):  # warm start from a finished run (train/warm_start.py)
+    params, rest = warm_start.restore_params(config.model.init_from, params, rest,
+                                             str(config.model.get("init_checkpoint", "auto")))
   labels = optim.label_params(params, {g: g for g in optimizer_groups(config)})
   # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
   # the default device without a partitioner.
@@ -392,9 +412,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         raise ValueError(f"train.select={config.train.select!r}: the target-valid evaluation "
                          f"reports {sorted(result_)}, not {select!r}")
       value = float(result_[select])
-      if best is None or value > best["value"]:
+      if best is None or selection.improves(select, value, best["value"]):
         best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
-                "config_hash": chash}
+                "config_hash": chash, "data_fingerprint": fingerprint}
         best_saves += 1  # counted here: the previous save may still be in flight
         best_ckpt.save(best_saves, {"params": state_.params, "rest": state_.rest}, best)
     return state_, result_
@@ -410,6 +430,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mesh_context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   try:
     with mesh_context:
+      # One trace window over the run's global steps (config.train.profile_steps).
+      profiler = profiling.StepProfiler(tc.profile_steps, workdir, enabled=main_process)
       for p_i, phase in enumerate(phases):
         where = f"phases[{p_i}] ({phase.name!r})"
         if meta is not None and p_i < meta["phase_index"]:
@@ -519,7 +541,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           src, tgt = next(batches)
           # Batches are already on device: any transfer inside the step is a bug (a host
           # constant, a numpy argument) that would sync every step.
-          with jax.transfer_guard("disallow"):
+          with profiler.step(global_step + step + 1), jax.transfer_guard("disallow"):
             state, m = train_step(state, src, tgt)
           ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
@@ -534,9 +556,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                           "global_step": global_step + step}, info)
           if do_ckpt:
             ckpt.save(global_step + step, state,
-                      _meta(p_i, phase, step, global_step + step, batches.get_state(),
-                            phase_results, chash, config))
+                      {**_meta(p_i, phase, step, global_step + step, batches.get_state(),
+                               phase_results, chash, config), "data_fingerprint": fingerprint})
         progress.close()
+        if p_i == len(phases) - 1:
+          profiler.close()  # a window past the last step ends with the run
         if hasattr(host_batches, "close"):
           host_batches.close()
         global_step += phase.steps
@@ -571,6 +595,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         final[name] = run_eval(name, params, rest)
         writer.write(name, global_step, {"phase": "final"}, final[name])
     final["data"] = data.report
+    final["data_fingerprint"] = fingerprint
     final["wall_s"] = time.time() - t_start
     if main_process:
       (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))
