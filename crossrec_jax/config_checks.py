@@ -77,6 +77,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("data.eval_batch_size", _int(1)), ("data.users.*", _int(0)),
     ("data.max_examples.*", _int(0)), ("data.worker_count", _int(0)),
     ("data.window", _int(1)), ("data.pair_window", _int(1)),
+    # 0 = off for both: every labelled row / the configured buckets.
+    ("data.label_count", _int(0)), ("data.auto_buckets", _int(0)),
     ("data.bi.kcore", _int(0)), ("data.bi.batch_size", _int(1)),
     ("data.bi.num_positives", _int(1)), ("data.bi.keep", _PROB),
     ("data.bi.num_negatives", _int(0)), ("data.bi.popularity_alpha", _num(0.0)),
