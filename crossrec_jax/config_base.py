@@ -106,7 +106,7 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict(dict(
-      kind="cross_encoder",  # 'bi_encoder' is planned (DESIGN.md)
+      kind="cross_encoder",  # the task (tasks/): 'cross_encoder' | 'bi_encoder' | a registered one
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
       encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=64),
@@ -132,6 +132,7 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       keep_checkpoints=2,
       check_finite_every_step=False,  # sync every step to stop at the first NaN
       dropout_rng_impl="rbg",
+      grad_accum_steps=1,       # micro-batches per step (gradients averaged, one update)
       final_eval=("target_valid", "target_test"),
       progress_bar=True,
       tensorboard=True,

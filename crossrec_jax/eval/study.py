@@ -242,10 +242,10 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
   from crossrec_jax.train import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import optim  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
-  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  model = recommender_lib.build_cross_encoder(config.model, rngs=nnx.Rngs(int(config.seed)))
   rating_output = model.rating_output
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   phases = trainer.validate_phases(config)
@@ -265,7 +265,7 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
     state = ckpt.restore_state(step, checkpoint_lib.abstract_like(jax.eval_shape(lambda: state)))
   finally:
     ckpt.close()
-  eval_step = step_lib.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
+  eval_step = ce_task.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
   return eval_step, state.params
 
 
@@ -274,11 +274,11 @@ def initial_model(config: ml_collections.ConfigDict):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
-  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
+  model = recommender_lib.build_cross_encoder(config.model, rngs=nnx.Rngs(int(config.seed)))
   graphdef, params, rng_state, rest = state_lib.split_model(model)
-  return step_lib.make_eval_step(graphdef, rng_state, rest,
-                                 rating_output=model.rating_output), params
+  return ce_task.make_eval_step(graphdef, rng_state, rest,
+                                rating_output=model.rating_output), params
 
 
 def _config_hash(config: ml_collections.ConfigDict) -> str:
