@@ -1,5 +1,6 @@
 """Partition rules cover the bi-encoder's towers (train/sharding.py DEFAULT_RULES), and its compiled
-step on an 8-device (data 2, fsdp 2, tensor 2) mesh of fake CPU devices matches one device."""
+step and full-ranking evaluator on an 8-device (data 2, fsdp 2, tensor 2) mesh of fake CPU devices
+match one device."""
 
 import textwrap
 
@@ -114,6 +115,28 @@ SCRIPT = textwrap.dedent("""
   spec = got.params["user_tower"]["layers"][0]["ff_in"]["kernel"][...].sharding.spec
   table_spec = got.rest["item_text"][...].sharding.spec
   assert fn.num_traces == 1
+  # The full-ranking evaluator gathers the sharded state: the same metrics as on one device.
+  from types import SimpleNamespace
+  import ml_collections
+  from crossrec_jax.data import recbole_protocol as rp
+  from crossrec_jax.tasks import bi_encoder as bi_task
+  split = rp.recbole_split(dom, seed=0)
+  task = SimpleNamespace(
+      data=SimpleNamespace(eval_sets={"valid": rp.eval_sets(dom, split, "valid")},
+                           eval_hist={"valid": bp.domain_history(dom, split.train, cat)},
+                           cached=True),
+      config=ml_collections.ConfigDict({"data": {"bi": {"eval_chunk": 8, "ks": (5,)}},
+                                        "model": {"bi_encoder": {"history_len": 4}}}))
+  graphdef, _, rng_state, _ = state_lib.split_model(bi_encoder.BiEncoderRecommender(
+      None, num_items=len(cat), text_dim=8, dim=8, item_hidden=16, user_hidden=16,
+      user_max_len=4, user_layers=1, user_heads=2, rngs=nnx.Rngs(0)))
+  evaluator = bi_task.BiEvaluator(task, graphdef, rng_state)
+  one = evaluator("target_valid", ref.params, ref.rest)
+  with jax.set_mesh(mesh):
+    sharded = evaluator("target_valid", got.params, got.rest)
+  assert set(one) >= {"NDCG@5", "Recall@5"} and sorted(one) == sorted(sharded)
+  for k in one:
+    np.testing.assert_allclose(sharded[k], one[k], rtol=1e-5, err_msg=k)
   print("OK", spec, table_spec, ref_losses[-1] < ref_losses[0])
 """)
 

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from flax import nnx
+from jax.experimental import multihost_utils
 
 from crossrec_jax.data import bi_pipeline
 from crossrec_jax.data import bi_prepare
@@ -59,8 +60,18 @@ def item_text_table(config: ml_collections.ConfigDict, catalogue: bi_pipeline.It
                      key=key.digest(), hit=cache.hits > 0)
 
 
+def _on_host(tree: Any) -> Any:
+  """`tree`'s arrays as full numpy values on every process (sharded or spanning processes)."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 class BiEvaluator(base.Evaluator):
-  """`evaluator(split, params, rest) -> metrics`: full ranking of the target users of `split`."""
+  """`evaluator(split, params, rest) -> metrics`: full ranking of the target users of `split`.
+
+  Across processes: the (small) tower parameters and the item table are gathered whole onto
+  every process (`_on_host`, as the cross-encoder's evaluation gathers its predictions), and
+  every process ranks every user on its default device, so all report the same metrics.
+  """
 
   def __init__(self, task: "BiEncoderTask", graphdef: nnx.GraphDef, rng_state: nnx.State):
     self._task = task
@@ -81,6 +92,7 @@ class BiEvaluator(base.Evaluator):
       raise KeyError(f"the bi-encoder evaluates {sorted(SPLITS)}, not {split!r} "
                      "(check train.final_eval)")
     which = SPLITS[split]
+    params, rest = _on_host(params), _on_host(rest)
     data = self._task.data
     cfg = self._task.config
     ev, hist = data.eval_sets[which], data.eval_hist[which]
@@ -104,7 +116,7 @@ class BiEvaluator(base.Evaluator):
     if task.data.cached:
       return rest
     cfg, items = task.config, task.items()
-    model = nnx.merge(self._graphdef, params, self._rng_state, rest)
+    model = nnx.merge(self._graphdef, _on_host(params), self._rng_state, _on_host(rest))
     table, _ = items["cache"].get_or_encode(
         model.encoder, items["tokenizer"], task.data.catalogue.texts, template=cfg.data.template,
         max_len=int(cfg.data.bi.item_max_len), pooling=cfg.model.pooling, tokens=items["tokens"])

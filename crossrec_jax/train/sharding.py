@@ -74,7 +74,7 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # Pooler and head kernels: FSDP over the input dim (small; replicated when it does not divide).
     (r"pooler/kernel$", P("fsdp", None)),
     (r"(rating_head|discriminator)/.*kernel$", P("fsdp", None)),
-    # Two-tower models (models/bi_encoder.py). Their transformer blocks (flax MultiHeadAttention:
+    # Two-tower models (item and user towers). Their transformer blocks (flax MultiHeadAttention:
     # q/k/v kernels (in, heads, head_dim) take the rules above; its output (heads, head_dim, out)
     # and the feed-forward pair are split like BERT's).
     (r"attention/out/kernel$", P("tensor", None, "fsdp")),
