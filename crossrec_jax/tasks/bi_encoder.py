@@ -116,7 +116,8 @@ class BiEvaluator(base.Evaluator):
     if task.data.cached:
       return rest
     cfg, items = task.config, task.items()
-    model = nnx.merge(self._graphdef, _on_host(params), self._rng_state, _on_host(rest))
+    params, rest = jax.tree.map(jnp.asarray, _on_host((params, rest)))  # writable device copies
+    model = nnx.merge(self._graphdef, params, self._rng_state, rest)
     table, _ = items["cache"].get_or_encode(
         model.encoder, items["tokenizer"], task.data.catalogue.texts, template=cfg.data.template,
         max_len=int(cfg.data.bi.item_max_len), pooling=cfg.model.pooling, tokens=items["tokens"])
