@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import require_shared_data
 
-from crossrec_jax.data import readers
+from crossrec_jax.data import readers, readers_io
 from crossrec_jax.data.schema import IMPLICIT, DataError, RatingScale
 from crossrec_jax.data.splits import canonical_order
 
@@ -23,11 +23,11 @@ FIX = pathlib.Path(__file__).parent / "fixtures"
 FIVE = RatingScale(1.0, 5.0)
 
 
-def _write(path: pathlib.Path, text: str, encoding: str = "utf-8") -> pathlib.Path:
+def _write(path: pathlib.Path, text: str | bytes, encoding: str = "utf-8") -> pathlib.Path:
   path.parent.mkdir(parents=True, exist_ok=True)
   opener = gzip.open if path.name.endswith(".gz") else open
   with opener(path, "wb") as f:
-    f.write(text.encode(encoding))
+    f.write(text if isinstance(text, bytes) else text.encode(encoding))
   return path
 
 
@@ -61,6 +61,47 @@ def test_iter_lines_truncated_gzip_names_the_file(tmp_path):
                                                           for i in range(5000)))
   with pytest.raises(DataError, match=r"log.txt.gz: truncated or corrupt gzip stream after line"):
     list(readers.iter_lines(bad))
+
+
+@pytest.mark.parametrize("name", ["big.txt", "big.txt.gz"])
+def test_iter_lines_bad_bytes_are_counted_on_their_own_line_across_chunks(tmp_path, name):
+  # 20,000 lines are several 64 KB decoding chunks: the line numbers must run on across them.
+  lines = [f"line {i} {i * 7919}".encode() for i in range(1, 20001)]
+  lines[15000] = b"line 15001 \xff"
+  raw = b"\r\n".join(lines) + b"\r\n"
+  path = tmp_path / name
+  path.write_bytes(gzip.compress(raw) if name.endswith(".gz") else raw)
+  with pytest.raises(DataError, match=rf"{name}:15001: bytes that are not utf-8 \(byte b'\\xff' "
+                     r"at column 12\)"):
+    list(readers.iter_lines(path))
+  report = readers_io.SkipReport()
+  got = list(readers.iter_lines(path, policy=readers_io.LinePolicy(path, "skip", report)))
+  assert len(got) == 19999 and got[14999] == (15000, "line 15000 118785000")
+  assert got[15000] == (15002, f"line 15002 {15002 * 7919}") and got[-1][0] == 20000
+  assert report.counts == {"bytes that are not utf-8 (byte b'\\xff' at column 12)": 1}
+
+
+def test_iter_lines_last_line_policies(tmp_path):
+  ok = _write(tmp_path / "ok.txt", "a\r\nb\r\n")
+  assert list(readers.iter_lines(ok, last_line="require")) == [(1, "a"), (2, "b")]
+  cut = _write(tmp_path / "cut.txt", "a\r\nb")
+  assert list(readers.iter_lines(cut)) == [(1, "a"), (2, "b")]  # catalogues may end so
+  with pytest.raises(DataError, match=r"cut.txt:2: last line has no end-of-line"):
+    list(readers.iter_lines(cut, last_line="require"))
+  report = readers_io.SkipReport()
+  policy = readers_io.LinePolicy(cut, "skip", report)
+  assert list(readers.iter_lines(cut, policy=policy, last_line="require")) == [(1, "a")]
+  assert report.counts == {"last line has no end-of-line (the file may be cut)": 1}
+  assert list(readers.iter_lines(cut, policy=policy, last_line="note")) == [(1, "a"), (2, "b")]
+  assert report.kept == {"cut.txt: last line without end-of-line (kept; the file may be cut)": 1}
+
+
+def test_iter_lines_never_skips_a_header(tmp_path):
+  path = _write(tmp_path / "h.csv", b"User-ID,IS\xffBN\n1,2\n")
+  policy = readers_io.LinePolicy(path, "skip", readers_io.SkipReport())
+  assert list(readers.iter_lines(path, policy=policy)) == [(2, "1,2")]
+  with pytest.raises(DataError, match=r"h.csv:1: bytes that are not utf-8"):
+    list(readers.iter_lines(path, policy=policy, header=True))
 
 
 def test_iter_lines_missing_file(tmp_path):

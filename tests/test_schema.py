@@ -95,9 +95,35 @@ def test_duplicates_raise_by_default():
 
 def test_duplicates_skip_keeps_the_first():
   d = _build(DUP["users"], DUP["items"], DUP["ratings"], DUP["times"], origin=ORIGIN,
-             on_duplicate="skip")
+             on_duplicate="skip", on_repeat="keep")
   assert d.interactions.rating.tolist() == [4.0, 4.0, 3.0]  # the second (u, a, 7) row is gone
   assert d.skipped.counts["duplicate (user, item, time) row"] == 1
+  assert d.skipped.kept["(user, item) repeat at another time"] == 1  # (u, a, 8): kept, counted
+
+
+def test_repeats_follow_the_duplicate_policy():
+  # (u, a) again at time 8: a second rating of the same pair, under its own name in the report.
+  d = _build(DUP["users"], DUP["items"], DUP["ratings"], DUP["times"], origin=ORIGIN,
+             on_duplicate="skip")
+  assert d.interactions.rating.tolist() == [4.0, 3.0]
+  assert d.skipped.counts == {"duplicate (user, item, time) row": 1,
+                              "(user, item) repeat at another time": 1}
+  assert d.skipped.examples["(user, item) repeat at another time"] == [
+      "ratings.csv:4, field 'item'"]
+  users, items, times = ["u", "u", "v"], ["a", "a", "a"], [7, 9, 7]
+  with pytest.raises(DataError, match=r"\(user, item\) repeat at another time at ratings.csv:3, "
+                     r"field 'item'.*on_repeat='skip'"):
+    _build(users, items, [4, 2, 3], times, origin=ORIGIN, on_duplicate="raise")
+  kept = _build(users, items, [4, 2, 3], times, on_duplicate="keep")
+  assert len(kept.interactions) == 3
+  assert kept.skipped.kept["(user, item) repeat at another time"] == 1
+
+
+def test_whitespace_user_id_is_an_error():
+  with pytest.raises(DataError, match=r"empty user id at ratings.csv:3, field 'user'"):
+    _build(["u", " \t", "v"], ["a", "b", "c"], [1, 2, 3], [0, 1, 2], origin=ORIGIN)
+  d = _build(["u", " ", "v"], ["a", "b", "c"], [1, 2, 3], [0, 1, 2], on_error="skip")
+  assert len(d.interactions) == 2 and d.skipped.counts["empty user id"] == 1
 
 
 def test_duplicates_keep_counts_them():
@@ -109,7 +135,7 @@ def test_duplicates_keep_counts_them():
 
 def test_duplicate_policy_defaults_to_on_error():
   d = _build(DUP["users"], DUP["items"], DUP["ratings"], DUP["times"], on_error="skip")
-  assert len(d.interactions) == 3
+  assert len(d.interactions) == 2 and d.skipped.total == 2  # the duplicate and the repeat
 
 
 def test_bad_policies_are_rejected():

@@ -2,8 +2,11 @@
 
 Every reader streams its input line by line (`.gz` is gunzipped on the fly; a truncated gzip is a
 `DataError` naming the file), builds its tables with `schema.build_domain`, and takes
-`on_error="raise"|"skip"`: a malformed line raises a `DataError` naming file:line and field, or is
-dropped and counted in `Domain.skipped`. Item text fields use the names in `ITEM_TEXT_FIELDS`
+`on_error="raise"|"skip"`: a malformed line (a bad field, bytes that are not the file's encoding,
+an interaction file's last line without its newline) raises a `DataError` naming file:line and
+field, or is dropped and counted in `Domain.skipped`. Duplicate (user, item, time) rows and
+(user, item) repeats at another time follow `on_duplicate` / `on_repeat`. docs/reliability.md
+("## Readers") tabulates every reader against every fault kind (`reader_matrix.py`). Item text fields use the names in `ITEM_TEXT_FIELDS`
 (title, year, genres, author, publisher, category, brand) wherever the source has them.
 
 | reader                   | format                                           | scale | time      |

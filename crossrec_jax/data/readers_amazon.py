@@ -18,6 +18,9 @@ counted as skipped, not stored). Items without a metadata row get empty text fie
 Duplicates: the 2018 files repeat reviews (same reviewer, item and time; in the 5-core All_Beauty
 file 1,108 of 5,269 lines), so both readers default to `on_duplicate="skip"`: each repeat is dropped
 and counted. Pass `on_duplicate="keep"` to keep the raw lines (the README's counts are raw lines).
+A reviewer reviewing an item again at another time (69 pairs in All_Beauty) follows `on_repeat`:
+by default kept and counted (`Domain.skipped.kept`) when `on_duplicate` is "skip", else the
+`on_duplicate` policy, so `on_duplicate="raise"` stops at the first repeated pair.
 """
 
 from __future__ import annotations
@@ -75,7 +78,7 @@ def _reviews(path: str, *, rating_key: str, user_key: str, item_keys: tuple[str,
              time_key: str, on_error: OnError, report: SkipReport) -> Rows:
   policy = LinePolicy(path, on_error, report)
   rows = Rows()
-  for lineno, line in iter_lines(path):
+  for lineno, line in iter_lines(path, policy=policy, last_line="require"):
     if not line.strip():
       continue
     try:
@@ -101,7 +104,7 @@ def _meta_items(item_ids: list[str], meta_path: str | None, *, item_keys: tuple[
   found = np.zeros(len(ids), bool)
   if meta_path is not None:
     policy = LinePolicy(meta_path, on_error, report)
-    for lineno, line in iter_lines(meta_path):
+    for lineno, line in iter_lines(meta_path, policy=policy, last_line="note"):
       if not line.strip():
         continue
       try:
@@ -140,7 +143,8 @@ def _fields_2023(obj: dict) -> dict[str, str]:
 
 def read_amazon2018(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None,
                     *, name: str | None = None, on_error: OnError = "raise",
-                    on_duplicate: OnDuplicate = "skip") -> Domain:
+                    on_duplicate: OnDuplicate = "skip", on_repeat: OnDuplicate | None = None
+                    ) -> Domain:
   """Amazon 2018 reviews (+ meta) -> Domain on the 1-5 scale; `time` in seconds.
 
   The name defaults to the file's category ("All_Beauty_5.json.gz" -> "All_Beauty").
@@ -154,12 +158,14 @@ def read_amazon2018(reviews_path: str | os.PathLike, meta_path: str | os.PathLik
   return build_domain(name or _category(reviews_path), user_ids=rows.users, item_ids=rows.items,
                       ratings=rows.ratings, times=rows.times, items=items, scale=FIVE_STARS,
                       on_error=on_error, on_duplicate=on_duplicate,
+                      on_repeat=_repeat_policy(on_duplicate, on_repeat),
                       origin=rows.origin(reviews_path), skipped=report)
 
 
 def read_amazon2023(reviews_path: str | os.PathLike, meta_path: str | os.PathLike | None = None,
                     *, name: str | None = None, item_key: str = "parent_asin",
-                    on_error: OnError = "raise", on_duplicate: OnDuplicate = "skip") -> Domain:
+                    on_error: OnError = "raise", on_duplicate: OnDuplicate = "skip",
+                    on_repeat: OnDuplicate | None = None) -> Domain:
   """Amazon 2023 reviews (+ meta) -> Domain on the 1-5 scale; `time` in milliseconds.
 
   Items are keyed by `parent_asin` (variants of one product share it; the meta file is keyed by
@@ -181,7 +187,15 @@ def read_amazon2023(reviews_path: str | os.PathLike, meta_path: str | os.PathLik
   return build_domain(name or _category(reviews_path), user_ids=rows.users, item_ids=rows.items,
                       ratings=rows.ratings, times=rows.times, items=items, scale=FIVE_STARS,
                       on_error=on_error, on_duplicate=on_duplicate,
+                      on_repeat=_repeat_policy(on_duplicate, on_repeat),
                       origin=rows.origin(reviews_path), skipped=report)
+
+
+def _repeat_policy(on_duplicate: OnDuplicate, on_repeat: OnDuplicate | None) -> OnDuplicate:
+  """A re-review at another time is a real event: dropping exact re-logs ("skip") keeps it."""
+  if on_repeat is not None:
+    return on_repeat
+  return "keep" if on_duplicate == "skip" else on_duplicate
 
 
 def _category(path: str) -> str:

@@ -1,9 +1,9 @@
 """Reader for Book-Crossing (Ziegler et al., WWW 2005) in the re-cut of ../shared/data/bookcrossing.
 
 `BX-Books.csv` (ISBN, Book-Title, Book-Author, Year-Of-Publication, Book-Publisher) and
-`BX-Ratings.csv` (User-ID, ISBN, Book-Rating 1..10): CSV with a header, UTF-8, read with the csv
-module one record at a time. (The original 2004 dump is `;`-separated latin-1 with a 0 "implicit"
-rating; it is not this format.)
+`BX-Ratings.csv` (User-ID, ISBN, Book-Rating 1..10): CSV with a header, UTF-8, read one physical
+line at a time (a quoting error names its own line). (The original 2004 dump is `;`-separated
+latin-1 with a 0 "implicit" rating; it is not this format.)
 
 There are no timestamps, and `BX-Ratings.csv` is sorted by ISBN within each user, so file order
 would make "the last interaction" the user's largest ISBN: a language/publisher group, not a random
@@ -18,7 +18,8 @@ import os
 
 import numpy as np
 
-from crossrec_jax.data.readers_io import (BadField, LinePolicy, Rows, path_str, to_float, to_id)
+from crossrec_jax.data.readers_io import (BadField, LastLine, LinePolicy, Rows, iter_lines,
+                                          path_str, to_float, to_id)
 from crossrec_jax.data.schema import (DataError, Domain, Items, OnError, RatingScale, SkipReport,
                                       build_domain)
 
@@ -28,34 +29,47 @@ BOOK_COLUMNS = {"ISBN": "isbn", "Book-Title": "title", "Book-Author": "author",
 RATING_COLUMNS = ("User-ID", "ISBN", "Book-Rating")
 
 
-def _records(path: str, required: tuple[str, ...]):
-  """Yields (line number, {column: value}) for a headed CSV, streaming; checks the header."""
-  if not os.path.exists(path):
-    raise DataError(f"{path}: file not found")
+def _records(path: str, required: tuple[str, ...], policy: LinePolicy, last_line: LastLine):
+  """Yields (line number, {column: value} or BadField) for a headed CSV, one physical line each.
+
+  Book-Crossing has no quoted newlines, so each line is parsed on its own: a stray quote is an
+  error on its own line (the csv module would read on to the next quote, swallowing the lines in
+  between), and an undecodable byte drops only its line under on_error="skip".
+  """
+  lines = iter_lines(path, "utf-8", policy=policy, last_line=last_line, header=True)
+  first = next(lines, None)
+  if first is None:
+    raise DataError(f"{path}: empty file (expected a header with columns {list(required)})")
   try:
-    with open(path, encoding="utf-8", newline="") as f:
-      reader = csv.reader(f)
-      header = next(reader, None)
-      if header is None:
-        raise DataError(f"{path}: empty file (expected a header with columns {list(required)})")
-      missing = [c for c in required if c not in header]
-      if missing:
-        raise DataError(f"{path}:1: column(s) {missing} missing from the header {header}; "
-                        "the file must be comma-separated UTF-8 with a header line")
-      cols = [header.index(c) for c in required]
-      for record in reader:
-        if not record:
-          continue
-        if len(record) != len(header):
-          yield reader.line_num, BadField(
-              "line", f"expected {len(header)} ','-separated fields, got {len(record)}",
-              ",".join(record))
-          continue
-        yield reader.line_num, {c: record[i] for c, i in zip(required, cols)}
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: bytes that are not UTF-8 ({e})") from e
+    header = _csv_line(first[1])
+  except BadField as bad:
+    raise DataError(f"{path}:1: header: {bad.reason}") from None
+  missing = [c for c in required if c not in header]
+  if missing:
+    raise DataError(f"{path}:1: column(s) {missing} missing from the header {header}; "
+                    "the file must be comma-separated UTF-8 with a header line")
+  cols = [header.index(c) for c in required]
+  for lineno, line in lines:
+    if not line:
+      continue
+    try:
+      record = _csv_line(line)
+      if len(record) != len(header):
+        raise BadField("line", f"expected {len(header)} ','-separated fields, got {len(record)}",
+                       line)
+    except BadField as bad:
+      yield lineno, bad
+      continue
+    yield lineno, {c: record[i] for c, i in zip(required, cols)}
+
+
+def _csv_line(line: str) -> list[str]:
+  if '"' not in line:
+    return line.split(",")  # what the csv module gives for a line without quotes, only faster
+  try:
+    return next(csv.reader((line,), strict=True))
   except csv.Error as e:
-    raise DataError(f"{path}: malformed CSV ({e})") from e
+    raise BadField("line", f"malformed CSV quoting ({e})", line) from None
 
 
 def _books(path: str, on_error: OnError, report: SkipReport) -> Items:
@@ -63,7 +77,7 @@ def _books(path: str, on_error: OnError, report: SkipReport) -> Items:
   ids: list[str] = []
   values: dict[str, list[str]] = {name: [] for name in BOOK_COLUMNS.values() if name != "isbn"}
   seen: dict[str, int] = {}
-  for lineno, record in _records(path, tuple(BOOK_COLUMNS)):
+  for lineno, record in _records(path, tuple(BOOK_COLUMNS), policy, "note"):
     try:
       if isinstance(record, BadField):
         raise record
@@ -116,7 +130,7 @@ def read_bookcrossing(directory: str | os.PathLike, *, seed: int = 0, kcore: int
   # Without timestamps the schema's (user, item, time) duplicate check cannot see a repeated
   # (user, ISBN) pair (their permuted times differ), so it is checked here.
   first_line: dict[tuple[str, str], int] = {}
-  for lineno, record in _records(ratings_path, RATING_COLUMNS):
+  for lineno, record in _records(ratings_path, RATING_COLUMNS, policy, "require"):
     try:
       if isinstance(record, BadField):
         raise record

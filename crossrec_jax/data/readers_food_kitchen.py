@@ -18,6 +18,12 @@ given order and the two interleave as given). User ids name their file: "food:7"
 "overlap:7". The held-out valid/test sequences are kept as given, in `HeldOutSequences` attached to
 the returned `SequenceCrossDomainData` (a `CrossDomainData` with `valid`, `test` and the sequence
 files' own skip report; the domains' reports hold their catalogue notes).
+
+A sequence file holds one line per user: a second line with the same uid is a bad line, not more
+history. The file's line count must match instance_num.txt (train files) or, for valid/test,
+the known release's count (`HELD_OUT_COUNTS`), so a file cut at a line boundary is an error; one
+cut mid-line is caught by its missing final newline. An item again later in a sequence is kept as
+a re-purchase (counted in the domain's report).
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from crossrec_jax.data.schema import (IMPLICIT, CrossDomainData, DataError, Item
                                       SkipReport, build_domain)
 
 SOURCE, TARGET = 0, 1  # domain codes in HeldOutSequences: A (food), B (kitchen)
+# valid/test user counts are in no file of the format, so a cut at a line boundary would parse:
+# the known releases' counts, keyed by (num.txt, instance_num.txt).
+HELD_OUT_COUNTS = {(8661, 27637, 5472, 38191, 7501): {"valid": 960, "test": 937}}  # LLMCDSR
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +86,11 @@ class SequenceCrossDomainData(CrossDomainData):
 
 
 def _ints(path: str, n: int) -> list[int]:
+  """Exactly `n` non-negative integer lines (an extra line is a different file, not ignored).
+
+  A count cut short ('27637' -> '2763') fails the checks against item_set_*.json and the sequence
+  files, so a missing final newline is accepted here (`echo -n` writes such files).
+  """
   values = []
   for lineno, line in iter_lines(path):
     if line.strip():
@@ -84,16 +98,21 @@ def _ints(path: str, n: int) -> list[int]:
         values.append(int(line))
       except ValueError:
         raise DataError(f"{path}:{lineno}: expected an integer count, got {line!r}") from None
+      if values[-1] < 0 or len(values) > n:
+        raise DataError(f"{path}:{lineno}: expected {n} non-negative integer lines, got "
+                        f"{line!r} as number {len(values)}")
   if len(values) < n:
     raise DataError(f"{path}: expected {n} integer lines, got {len(values)}")
-  return values[:n]
+  return values
 
 
 def _catalogue(directory: str, side: str, count: int, report: SkipReport) -> Items:
   """item_set_{side}.json (ASIN -> index) + text_{side}.json (ASIN -> title) -> Items by index."""
   path = os.path.join(directory, f"item_set_{side}.json")
   index = _json_map(path)
-  bad = [(k, v) for k, v in index.items() if not isinstance(v, int) or not 0 <= v < count]
+  # bool is an int in Python: JSON true would silently be index 1.
+  bad = [(k, v) for k, v in index.items()
+         if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < count]
   if bad:
     raise DataError(f"{path}: ASIN {bad[0][0]!r} has index {bad[0][1]!r}, not in [0, {count}) "
                     f"(num.txt); {len(bad)} such entries")
@@ -118,19 +137,41 @@ def _json_map(path: str) -> dict:
   """A JSON object file (a few MB: a map, not a log, so it is loaded whole)."""
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found")
+  with open(path, "rb") as f:
+    data = f.read()
+  repeated: list[str] = []
+
+  def pairs(items: list[tuple[str, object]]) -> dict:
+    out = dict(items)
+    if len(out) != len(items):  # json.loads would keep the last value of a repeated key silently
+      seen: set[str] = set()
+      repeated.extend(k for k, _ in items if k in seen or seen.add(k))
+    return out
+
   try:
-    with open(path, encoding="utf-8") as f:
-      obj = json.load(f)
+    text = data.decode("utf-8")
+    obj = json.loads(text, object_pairs_hook=pairs)
+  except UnicodeDecodeError as e:
+    line = data.count(b"\n", 0, e.start) + 1
+    column = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+    raise DataError(f"{path}:{line}: bytes that are not utf-8 (byte "
+                    f"{data[e.start:e.start + 1]!r} at column {column})") from None
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from e
   if not isinstance(obj, dict):
     raise DataError(f"{path}: expected a JSON object (ASIN -> value), got {type(obj).__name__}")
+  if repeated:
+    key = json.dumps(repeated[0])
+    second = text.find(key, text.find(key) + 1)
+    raise DataError(f"{path}:{text.count(chr(10), 0, second) + 1}: key {repeated[0]!r} listed "
+                    f"twice ({len(repeated)} repeated keys)")
   return obj
 
 
 def _sequences(path: str, policy: LinePolicy, lo: int, hi: int, what: str, min_len: int = 1):
   """Yields (line number, uid, [indices]) of `uid<TAB>i,j,...` lines, indices in [lo, hi)."""
-  for lineno, line in iter_lines(path):
+  seen: dict[str, int] = {}
+  for lineno, line in iter_lines(path, policy=policy, last_line="require"):
     if not line.strip():
       continue
     try:
@@ -138,6 +179,8 @@ def _sequences(path: str, policy: LinePolicy, lo: int, hi: int, what: str, min_l
       if not tab:
         raise BadField("line", "expected 'uid<TAB>comma-separated item indices'", line)
       uid = to_id("uid", uid.strip())
+      if uid in seen:  # one line per user: a second line would merge two histories
+        raise BadField("uid", f"duplicate uid (first at line {seen[uid]})", uid)
       try:
         # Tolerate one trailing comma ("1,2,3,"), nothing else: "1,,2" is an error.
         items = [int(x) for x in seq.strip().removesuffix(",").split(",")]
@@ -151,12 +194,21 @@ def _sequences(path: str, policy: LinePolicy, lo: int, hi: int, what: str, min_l
     except BadField as bad:
       policy(lineno, bad)
       continue
+    seen[uid] = lineno
     yield lineno, uid, items
 
 
+def _check_count(path: str, seen: int, skipped: int, expected: int, source: str) -> None:
+  """User lines read (+ skipped) against the recorded count: a cut at a line boundary parses."""
+  if seen > expected or seen + skipped < expected:
+    raise DataError(f"{path}: {seen} user lines" + (f" (+ {skipped} skipped)" if skipped else "")
+                    + f", but {source} says {expected}; is the file truncated or extended?")
+
+
 def _held_out(path: str, prefix: str, n_a: int, n_all: int, on_error: OnError,
-              report: SkipReport) -> HeldOutSequences:
+              report: SkipReport, expected: int | None) -> HeldOutSequences:
   policy = LinePolicy(path, on_error, report)
+  before = report.total
   users, offsets, hist, targets = [], [0], [], []
   for _, uid, items in _sequences(path, policy, 0, n_all, "an A or offset-B item", min_len=2):
     users.append(f"{prefix}:{uid}")
@@ -165,6 +217,9 @@ def _held_out(path: str, prefix: str, n_a: int, n_all: int, on_error: OnError,
     targets.append(items[-1])
   if not users:
     raise DataError(f"{path}: no held-out sequences")
+  if expected is not None:
+    _check_count(path, len(users), report.total - before, expected,
+                 "the release's recorded count (readers_food_kitchen.HELD_OUT_COUNTS)")
   hist, targets = np.asarray(hist, np.int64), np.asarray(targets, np.int64)
   return HeldOutSequences(
       user_ids=np.asarray(users, dtype=object), offsets=np.asarray(offsets, np.int64),
@@ -175,8 +230,14 @@ def _held_out(path: str, prefix: str, n_a: int, n_all: int, on_error: OnError,
 
 
 def read_food_kitchen(directory: str | os.PathLike, *, on_error: OnError = "raise",
-                      name: str = "amazon_food_to_kitchen") -> SequenceCrossDomainData:
-  """Amazon Food (A, source) and Kitchen (B, target), implicit sequences; see the module doc."""
+                      name: str = "amazon_food_to_kitchen",
+                      held_out_counts: dict[str, int] | None = None) -> SequenceCrossDomainData:
+  """Amazon Food (A, source) and Kitchen (B, target), implicit sequences; see the module doc.
+
+  `held_out_counts` ({"valid": n, "test": m}) checks valid.txt / test.txt for lines lost at a line
+  boundary; it defaults to the recorded counts of a known release (`HELD_OUT_COUNTS`, keyed by
+  num.txt + instance_num.txt), and without one only a cut mid-line (no final newline) is caught.
+  """
   directory = path_str(directory)
   n_a, n_b = _ints(os.path.join(directory, "num.txt"), 2)
   n_users = _ints(os.path.join(directory, "instance_num.txt"), 3)
@@ -198,9 +259,7 @@ def read_food_kitchen(directory: str | os.PathLike, *, on_error: OnError = "rais
         cols[d][0].append(f"{prefix}:{uid}")
         cols[d][1].append(i if d == SOURCE else i - n_a)
         cols[d][2].append(pos)
-    if seen + lines_report.total - before != expected:
-      raise DataError(f"{path}: {seen} user lines, but instance_num.txt says {expected}; "
-                      "is the file truncated?")
+    _check_count(path, seen, lines_report.total - before, expected, "instance_num.txt")
   domains = []
   for d, domain_name in ((SOURCE, "food"), (TARGET, "kitchen")):
     users, rows, pos = cols[d]
@@ -208,8 +267,12 @@ def read_food_kitchen(directory: str | os.PathLike, *, on_error: OnError = "rais
     domains.append(build_domain(
         domain_name, user_ids=users, item_ids=items[d].ids[np.asarray(rows, np.int64)],
         ratings=None, times=pos, items=items[d], scale=IMPLICIT, time_kind="sequence",
-        on_error=on_error, skipped=reports[d]))
+        # An item again later in a sequence is a re-purchase, not a double log: kept, counted.
+        on_error=on_error, on_repeat="keep", skipped=reports[d]))
+  if held_out_counts is None:
+    held_out_counts = HELD_OUT_COUNTS.get((n_a, n_b, *n_users), {})
   held = {split: _held_out(os.path.join(directory, f"{split}.txt"), split, n_a, n_a + n_b,
-                           on_error, lines_report) for split in ("valid", "test")}
+                           on_error, lines_report, held_out_counts.get(split))
+          for split in ("valid", "test")}
   return SequenceCrossDomainData(source=domains[0], target=domains[1], name=name,
                                  valid=held["valid"], test=held["test"], skipped=lines_report)

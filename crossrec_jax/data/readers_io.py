@@ -2,7 +2,8 @@
 
 Readers stream their inputs line by line (`iter_lines`), so a multi-GB review log never sits in
 memory as one string or one parsed JSON document. A bad line becomes a `DataError` naming the file,
-line and field, or, with `on_error="skip"`, a counted entry in the domain's `SkipReport`.
+line and field, or, with `on_error="skip"`, a counted entry in the domain's `SkipReport`; that
+includes a line with undecodable bytes and, in interaction files, a last line without its newline.
 
 Item text fields follow one naming convention across readers (`ITEM_TEXT_FIELDS`), so that text
 templates downstream can ask for `title`, `genres`, `author`, ... whatever the source format.
@@ -14,7 +15,7 @@ import gzip
 import os
 import re
 import zlib
-from typing import Iterator
+from typing import Iterator, Literal
 
 import numpy as np
 
@@ -28,6 +29,8 @@ from crossrec_jax.data.schema import DataError, OnError, SkipReport
 # A reader may add fields the source has beyond these; templates ignore names they do not use.
 ITEM_TEXT_FIELDS = ("title", "year", "genres", "author", "publisher", "category", "brand")
 
+GZIP_MAGIC = b"\x1f\x8b"
+LastLine = Literal["any", "note", "require"]
 _YEAR_SUFFIX = re.compile(r"^(.*\S)\s+\((\d{4})\)\s*$")
 
 
@@ -41,27 +44,68 @@ def path_str(path: str | os.PathLike) -> str:
   return os.fspath(path)
 
 
-def iter_lines(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[tuple[int, str]]:
-  """Yields (1-based line number, line without its end-of-line), streaming; `.gz` is gunzipped.
+def iter_lines(path: str | os.PathLike, encoding: str = "utf-8", *,
+               policy: "LinePolicy | None" = None, last_line: LastLine = "any",
+               header: bool = False) -> Iterator[tuple[int, str]]:
+  """Yields (1-based line number, line without its end-of-line), streaming; gzip is gunzipped.
 
-  Truncated or corrupt gzip streams and undecodable bytes become a `DataError` naming the file
-  and the last line read, instead of a bare EOFError/zlib.error deep inside a reader.
+  Each line is decoded on its own, so an undecodable byte is reported on its own line and, with a
+  skipping `policy`, drops that line only (never line 1 of a file with a `header`: that is a
+  DataError). A final line without its newline is a file cut mid-line whose last line may still
+  parse ('10' cut to '1'): `last_line="require"` (interaction and sequence files) makes it a bad
+  line, "note" (catalogues: the real BX-Books.csv ends so) keeps it and counts it in the policy's
+  report, "any" accepts it. Without a `policy` bad lines are a DataError naming file:line.
+  Truncated or corrupt gzip streams are a DataError naming the file and the last line read; a
+  `.gz` name on plain data and gzip data without a `.gz` name are a DataError saying which,
+  instead of a decoding error. `encoding` must be ASCII-compatible (utf-8, latin-1): lines are
+  split on the byte b"\\n".
   """
   path = path_str(path)
   if not os.path.exists(path):
     raise DataError(f"{path}: file not found")
-  opener = gzip.open if path.endswith(".gz") else open
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  zipped = magic == GZIP_MAGIC
+  if path.endswith(".gz") and magic and not zipped:
+    raise DataError(f"{path}: named .gz but not gzip data (it starts with {magic!r}); the file "
+                    "is fine if it is plain text: remove the .gz from its name")
+  if zipped and not path.endswith(".gz"):
+    raise DataError(f"{path}: gzip-compressed data under a name without .gz; rename it to "
+                    f"{os.path.basename(path)}.gz or gunzip it")
   lineno = 0
   try:
-    # newline="" keeps "\r\n" visible so that we strip it ourselves (RecBole files are CRLF).
-    with opener(path, "rt", encoding=encoding, newline="") as f:
-      for lineno, line in enumerate(f, 1):
-        yield lineno, line.rstrip("\r\n")
+    with (gzip.open if zipped else open)(path, "rb") as f:
+      while chunk := f.readlines(1 << 16):
+        try:  # one decode per ~64 KB of whole lines; line by line only where that fails
+          texts = b"".join(chunk).decode(encoding).split("\n")
+        except UnicodeDecodeError:
+          texts = None
+        for k, raw in enumerate(chunk):
+          lineno += 1
+          bad = None
+          if texts is not None:
+            line = texts[k]
+          else:
+            try:
+              line = raw.decode(encoding).rstrip("\n")
+            except UnicodeDecodeError as e:
+              bad = BadField("bytes", f"bytes that are not {encoding} (byte "
+                             f"{raw[e.start:e.start + 1]!r} at column {e.start + 1})")
+          if bad is None and last_line != "any" and not raw.endswith(b"\n") and line.strip():
+            if last_line == "require":
+              bad = BadField("line", "last line has no end-of-line (the file may be cut)", line)
+            elif policy is not None:
+              policy.report.kept[f"{os.path.basename(path)}: last line without end-of-line "
+                                 "(kept; the file may be cut)"] += 1
+          if bad is not None:
+            if policy is None or (header and lineno == 1):
+              raise DataError(f"{path}:{lineno}: {bad.reason}")
+            policy(lineno, bad)
+            continue
+          yield lineno, line.removesuffix("\r")
   except (EOFError, zlib.error, gzip.BadGzipFile) as e:
     raise DataError(f"{path}: truncated or corrupt gzip stream after line {lineno} ({e}); "
                     "re-download the file") from e
-  except UnicodeDecodeError as e:
-    raise DataError(f"{path}: bytes that are not {encoding} after line {lineno} ({e})") from e
 
 
 class BadField(Exception):
@@ -103,6 +147,8 @@ def need(fields: list[str], n: int, sep: str, what: str = "line") -> None:
 
 
 def to_float(field: str, value: object) -> float:
+  if isinstance(value, bool):  # JSON true would be float 1.0: a 1-star rating
+    raise BadField(field, "non-numeric value", value)
   try:
     out = float(value)
   except (TypeError, ValueError):

@@ -98,7 +98,7 @@ def _require(path: str, columns: dict, name: str) -> int:
 def _recbole_items(path: str, *, item_field: str, field_names: dict[str, str], on_error: OnError,
                    report: SkipReport, encoding: str) -> Items:
   policy = LinePolicy(path, on_error, report)
-  lines = iter_lines(path, encoding)
+  lines = iter_lines(path, encoding, policy=policy, last_line="note", header=True)
   header = next(lines, None)
   if header is None:
     raise DataError(f"{path}: empty file (expected a RecBole header line)")
@@ -141,7 +141,8 @@ def _recbole_items(path: str, *, item_field: str, field_names: dict[str, str], o
 
 def read_recbole_atomic(inter_path: str | os.PathLike, item_path: str | os.PathLike | None = None,
                         *, name: str, scale: RatingScale = FIVE_STARS, on_error: OnError = "raise",
-                        on_duplicate: OnDuplicate = "keep", encoding: str = "utf-8",
+                        on_duplicate: OnDuplicate = "keep", on_repeat: OnDuplicate | None = None,
+                        encoding: str = "utf-8",
                         user_field: str = "user_id", item_field: str = "item_id",
                         rating_field: str = "rating", time_field: str = "timestamp",
                         item_field_names: dict[str, str] | None = None) -> Domain:
@@ -150,6 +151,7 @@ def read_recbole_atomic(inter_path: str | os.PathLike, item_path: str | os.PathL
   `on_duplicate` defaults to "keep": in the embedded ML-100K the item id is the title, 18 titles
   merge two films, and its 39 duplicate (user, item, time) rows are two real ratings of two merged
   films; the rating protocols keep all 100,000 rows (counted in `Domain.skipped.kept`).
+  `on_repeat` (a (user, item) pair again at another time) defaults to `on_duplicate`.
   Without a `.item` file the catalogue is the rated items, with no text fields. Without a time
   column, `time` is the row's line number and `time_kind` is "sequence". `.user` files carry user
   features that the schema does not hold; they are not read.
@@ -157,7 +159,8 @@ def read_recbole_atomic(inter_path: str | os.PathLike, item_path: str | os.PathL
   inter_path = path_str(inter_path)
   report = SkipReport()
   policy = LinePolicy(inter_path, on_error, report)
-  lines = iter_lines(inter_path, encoding)
+  lines = iter_lines(inter_path, encoding, policy=policy, last_line="require",
+                     header=True)
   header = next(lines, None)
   if header is None:
     raise DataError(f"{inter_path}: empty file (expected a RecBole header line)")
@@ -186,7 +189,8 @@ def read_recbole_atomic(inter_path: str | os.PathLike, item_path: str | os.PathL
                       ratings=None if scale.implicit else rows.ratings, times=rows.times,
                       items=items, scale=scale,
                       time_kind="sequence" if t_col is None else "timestamp", on_error=on_error,
-                      on_duplicate=on_duplicate, origin=rows.origin(inter_path), skipped=report)
+                      on_duplicate=on_duplicate, on_repeat=on_repeat,
+                      origin=rows.origin(inter_path), skipped=report)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +204,7 @@ def _grouplens_items(path: str, *, sep: str, width: int, parse, on_error: OnErro
   ids: list[str] = []
   values: dict[str, list[str]] = {}
   seen: dict[str, int] = {}
-  for lineno, line in iter_lines(path, "latin-1"):
+  for lineno, line in iter_lines(path, "latin-1", policy=policy, last_line="note"):
     if not line:
       continue
     try:
@@ -229,8 +233,9 @@ def _grouplens_ratings(path: str, *, sep: str, on_error: OnError, report: SkipRe
     return (to_id("user id", fields[0]), to_id("movie id", fields[1]),
             to_float("rating", fields[2]), to_time("timestamp", fields[3]))
 
-  rows = _stream_rows(iter_lines(path, "latin-1"), sep, parse, LinePolicy(path, on_error, report),
-                      fast=(4, 0, 1, 2, 3))
+  policy = LinePolicy(path, on_error, report)
+  rows = _stream_rows(iter_lines(path, "latin-1", policy=policy, last_line="require"), sep, parse,
+                      policy, fast=(4, 0, 1, 2, 3))
   rows.require_rows(path, report)
   return rows
 
@@ -253,8 +258,8 @@ def _ml100k_movie(fields: list[str]) -> tuple[str, dict[str, str]]:
 
 
 def read_movielens_dat(directory: str | os.PathLike, *, name: str = "ml-1m",
-                       on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None
-                       ) -> Domain:
+                       on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None,
+                       on_repeat: OnDuplicate | None = None) -> Domain:
   """GroupLens ML-1M: `ratings.dat` (UserID::MovieID::Rating::Timestamp), `movies.dat`
   (MovieID::Title::Genres|...), latin-1. Item ids are MovieIDs; `title` drops the "(year)"."""
   directory = path_str(directory)
@@ -265,13 +270,13 @@ def read_movielens_dat(directory: str | os.PathLike, *, name: str = "ml-1m",
   rows = _grouplens_ratings(ratings_path, sep="::", on_error=on_error, report=report)
   return build_domain(name, user_ids=rows.users, item_ids=rows.items, ratings=rows.ratings,
                       times=rows.times, items=items, scale=FIVE_STARS, on_error=on_error,
-                      on_duplicate=on_duplicate, origin=rows.origin(ratings_path),
-                      skipped=report)
+                      on_duplicate=on_duplicate, on_repeat=on_repeat,
+                      origin=rows.origin(ratings_path), skipped=report)
 
 
 def read_movielens_100k(directory: str | os.PathLike, *, name: str = "ml-100k",
-                        on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None
-                        ) -> Domain:
+                        on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None,
+                        on_repeat: OnDuplicate | None = None) -> Domain:
   """GroupLens ML-100K: `u.data` (user<TAB>item<TAB>rating<TAB>timestamp) and `u.item`
   (id|title|release date|video release date|IMDb URL|19 genre flags), latin-1."""
   directory = path_str(directory)
@@ -283,5 +288,5 @@ def read_movielens_100k(directory: str | os.PathLike, *, name: str = "ml-100k",
   rows = _grouplens_ratings(ratings_path, sep="\t", on_error=on_error, report=report)
   return build_domain(name, user_ids=rows.users, item_ids=rows.items, ratings=rows.ratings,
                       times=rows.times, items=items, scale=FIVE_STARS, on_error=on_error,
-                      on_duplicate=on_duplicate, origin=rows.origin(ratings_path),
-                      skipped=report)
+                      on_duplicate=on_duplicate, on_repeat=on_repeat,
+                      origin=rows.origin(ratings_path), skipped=report)

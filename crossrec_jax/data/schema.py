@@ -2,9 +2,11 @@
 
 Everything downstream (splits, text, tokens, baselines) works on these integer-indexed numpy
 columns. Raw string ids are encoded once, here, where they can be checked: an interaction with an
-unknown item, a rating outside the domain's scale, a NaN or a duplicate (user, item, time) row is an
-error naming the row (file and line when the reader passes them), or, with `on_error="skip"`, is
-dropped, counted and reported in `Domain.skipped`. Nothing is dropped or clamped silently.
+empty or blank user id, an unknown item, a rating outside the domain's scale, a NaN, a duplicate
+(user, item, time) row or a (user, item) pair again at another time is an error naming the row
+(file and line when the reader passes them), or, with `on_error="skip"` (`on_duplicate`,
+`on_repeat` for the last two), is dropped, counted and reported in `Domain.skipped`; "keep" keeps
+and counts them. Nothing is dropped or clamped silently.
 """
 
 from __future__ import annotations
@@ -193,6 +195,36 @@ class CrossDomainData:
     return self.source, self.target
 
 
+DUPLICATE = "duplicate (user, item, time) row"
+REPEAT = "(user, item) repeat at another time"
+
+
+def _apply(policy: str, rows: np.ndarray, reason: str, field: str, keep: np.ndarray, reject,
+           report: SkipReport) -> None:
+  """A duplicate-row policy: "keep" counts the kept rows, "raise"/"skip" go through `reject`."""
+  if policy == "keep":
+    if (rows & keep).any():
+      report.kept[reason] += int((rows & keep).sum())
+  elif policy in ("raise", "skip"):
+    reject(rows, reason, field, policy=policy)
+  else:
+    raise ValueError(f"on_duplicate / on_repeat must be 'raise', 'skip' or 'keep', got "
+                     f"{policy!r}")
+
+
+def _repeats(keep: np.ndarray, key: np.ndarray, time: np.ndarray | None = None) -> np.ndarray:
+  """Kept rows whose key (and time) equal those of an earlier kept row in file order."""
+  rows = np.flatnonzero(keep)
+  k = key[rows]
+  order = np.argsort(k, kind="stable") if time is None else np.lexsort((time[rows], k))  # stable
+  equal = k[order[1:]] == k[order[:-1]]
+  if time is not None:
+    equal &= time[rows][order[1:]] == time[rows][order[:-1]]
+  out = np.zeros(len(keep), bool)
+  out[rows[order[1:][equal]]] = True
+  return out
+
+
 def _where(origin: tuple[str, np.ndarray] | None, row: int, field: str) -> str:
   if origin is None:
     return f"row {row}, field {field!r}"
@@ -203,7 +235,9 @@ def _where(origin: tuple[str, np.ndarray] | None, row: int, field: str) -> str:
 def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
                  ratings: Sequence[float] | np.ndarray | None, times: Sequence[int] | np.ndarray,
                  items: Items, scale: RatingScale, time_kind: TimeKind = "timestamp",
-                 on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None, origin: tuple[str, np.ndarray] | None = None,
+                 on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None,
+                 on_repeat: OnDuplicate | None = None,
+                 origin: tuple[str, np.ndarray] | None = None,
                  skipped: SkipReport | None = None) -> Domain:
   """Validate raw string-keyed interaction columns and encode them against `items`.
 
@@ -212,6 +246,8 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
     origin: (file path, [N] line numbers) so that errors point at the raw line.
     on_error: "raise" stops at the first bad row; "skip" drops it and counts it per reason.
     on_duplicate: policy for duplicate (user, item, time) rows; defaults to `on_error`.
+    on_repeat: policy for a (user, item) pair rated again at another time (counted as
+      REPEAT); defaults to the duplicate policy. The first row (file order) is kept.
     skipped: a report to extend (a reader's own parse-level skips).
   """
   if on_error not in ("raise", "skip"):
@@ -234,8 +270,10 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
     rows = np.flatnonzero(bad)
     if policy == "raise":
       detail = f"value {_value(field, rows[0])!r}"
+      hint = "on_error" if reason not in (DUPLICATE, REPEAT) else (
+          "on_duplicate" if reason == DUPLICATE else "on_repeat")
       raise DataError(f"domain {name!r}: {reason} at {_where(origin, rows[0], field)}: {detail}"
-                      f" ({len(rows)} such rows; pass on_error='skip' to drop and count them)")
+                      f" ({len(rows)} such rows; pass {hint}='skip' to drop and count them)")
     for r in rows[:3]:
       report.add(reason, _where(origin, r, field))
     report.counts[reason] += len(rows) - min(len(rows), 3)
@@ -245,7 +283,14 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
     value = {"user": user_col, "item": item_col, "rating": rating, "time": time}[field][row]
     return value.item() if isinstance(value, np.generic) else value  # 9.0, not np.float64(9.0)
 
-  reject(np.array([not isinstance(u, str) or not u for u in user_col], bool), "empty user id", "user")
+  if set(map(type, user_col.tolist())) <= {str}:
+    user_vocab, user_all = np.unique(user_col.astype(str), return_inverse=True)
+    blank = np.char.strip(user_vocab) == ""  # checked once per distinct id: ML-1M has 10^6 rows
+    reject(blank[user_all], "empty user id", "user")
+  else:
+    reject(np.array([not isinstance(u, str) or not u.strip() for u in user_col], bool),
+           "empty user id", "user")
+    user_vocab, user_all = np.unique(user_col.astype(str), return_inverse=True)
   index = items.index()
   item_row = np.fromiter((index.get(i, -1) for i in item_col), np.int64, count=n)
   reject(item_row < 0, "unknown item id", "item")
@@ -254,21 +299,13 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
     reject(~scale.contains(np.nan_to_num(rating, nan=scale.low)), "rating outside "
            f"[{scale.low:g}, {scale.high:g}]", "rating")
   reject(~np.isfinite(time), "non-finite time", "time")
-  # Duplicate (user, item, time) rows: a double-logged event, not two ratings. The first is kept.
-  user_vocab, user_all = np.unique(user_col.astype(str), return_inverse=True)
-  order = np.lexsort((np.arange(n), time, item_row, user_all))
-  same = np.zeros(n, bool)
-  same[order[1:]] = ((user_all[order[1:]] == user_all[order[:-1]]) &
-                     (item_row[order[1:]] == item_row[order[:-1]]) &
-                     (time[order[1:]] == time[order[:-1]]))
-  dup_policy = on_duplicate or on_error
-  if dup_policy == "keep":
-    if (same & keep).any():
-      report.kept["duplicate (user, item, time) row"] += int((same & keep).sum())
-  elif dup_policy in ("raise", "skip"):
-    reject(same, "duplicate (user, item, time) row", "time", policy=dup_policy)
-  else:
-    raise ValueError(f"on_duplicate must be 'raise', 'skip' or 'keep', got {dup_policy!r}")
+  # Duplicate (user, item, time) rows: a double-logged event, not two ratings; a (user, item)
+  # repeat at another time: a re-rating. Either way the first kept row in file order stays.
+  pair = user_all.astype(np.int64) * (len(items) + 1) + item_row + 1
+  same = _repeats(keep, pair, time)
+  _apply(on_duplicate or on_error, same, DUPLICATE, "time", keep, reject, report)
+  again = _repeats(keep, pair) & ~same  # kept exact duplicates are not re-ratings
+  _apply(on_repeat or on_duplicate or on_error, again, REPEAT, "item", keep, reject, report)
 
   # Re-code users over the kept rows only (a user whose rows were all skipped disappears).
   present, user_code = np.unique(user_all[keep], return_inverse=True)
