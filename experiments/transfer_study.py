@@ -4,7 +4,8 @@ Does language-model transfer from the source domain improve the target's recomme
 which label fractions, against which baselines? Every method of `experiments/` (target_only,
 source_only, finetune, dann, joint, joint_dann) x target label fractions x seeds, run by the
 trainer, scored by `eval/evaluate.py`, next to global mean, bias, MF, the title-prior transfer
-baseline and popularity (see `eval/study.py` for which cells run and why).
+baseline and popularity, and the libraries' SVD / KNNBaseline (surprise), ALS / BPR / item-KNN
+(implicit) (see `eval/study.py` for which cells run and why).
 
 Run:
   python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:tiny --workdir=/tmp/study
@@ -42,7 +43,9 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
   c.experiments_dir = ""  # '' = the repository's experiments/
   c.methods = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann")
   c.label_free = ("source_only", "dann")
-  c.baselines = ("global_mean", "bias", "mf", "title_prior", "popularity")
+  # surprise_* / als / bpr / item_knn: the library baselines of the `baselines` extra (pinned).
+  c.baselines = ("global_mean", "bias", "mf", "surprise_svd", "surprise_knn", "title_prior",
+                 "popularity", "als", "bpr", "item_knn")
   c.label_fractions = (1.0, 0.1, 0.01, 0.0)
   c.seeds = (0, 1, 2)
   c.phase_steps = 0  # > 0: every phase of every method runs this many steps
@@ -70,7 +73,8 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
                   max_examples=dict(source_train=128, target_train=128, target_valid=32,
                                     target_test=32),
                   eval_batch_size=64),
-        train=dict(log_every=5, final_eval=())))
+        # eval_every: target-valid points inside each phase, the learning curves' lines.
+        train=dict(log_every=5, eval_every=5, final_eval=())))
   elif preset == "cpu":
     # Sized for `make demo`: 15 minutes on a 2-core CPU (see the module docstring).
     c.label_fractions = (1.0, 0.1, 0.0)
@@ -85,7 +89,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
         model=dict(encoder=dict(num_layers=1)),
         optimizer=dict(encoder=dict(lr=1e-4, warmup_steps=10),
                        rating_head=dict(warmup_steps=10), discriminator=dict(warmup_steps=10)),
-        train=dict(log_every=10, eval_every=0, final_eval=())))
+        train=dict(log_every=10, eval_every=PHASE_STEPS_CPU // 3, final_eval=())))
   else:
     c.eval.update(dict(which=("valid", "test"), full_ranking_users=200))
     c.pca.examples = 2000

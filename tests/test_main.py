@@ -13,6 +13,7 @@ from absl import flags
 from crossrec_jax import main as main_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DANN = f"--config={REPO}/experiments/dann.py:tiny"
 EXPERIMENTS = ("source_only", "target_only", "finetune", "dann", "joint", "joint_dann")
 FLAGS = flags.FLAGS
 
@@ -96,6 +97,19 @@ def test_unknown_config_key_on_the_command_line_is_an_error(tmp_path):
       capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
   assert result.returncode != 0
   assert "unknown config key 'learning_rate' in ['--config.train.learning_rate=3e-5']" in result.stderr
+  assert 'Did you mean "log_every"' not in result.stderr  # no near key: no suggestion
+
+
+def test_a_misspelt_config_key_is_one_line_with_a_suggestion(tmp_path):
+  result = subprocess.run(
+      [sys.executable, "-m", "crossrec_jax.main", DANN, f"--workdir={tmp_path / 'run'}",
+       "--config.train.log_evry=3"],
+      capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert result.returncode == 2
+  assert result.stderr.strip().splitlines() == [
+      "FATAL: unknown config key 'log_evry' in ['--config.train.log_evry=3']. "
+      'Did you mean "log_every" instead of "log_evry"?']
+  assert not (tmp_path / "run").exists()
   assert not (tmp_path / "metrics.jsonl").exists()
 
 
@@ -104,3 +118,75 @@ def test_every_experiment_documents_its_command_and_result():
     text = (REPO / "experiments" / f"{name}.py").read_text()
     assert f"--config=experiments/{name}.py:tiny" in text
     assert "Expected result" in text and "EXPECTED_TINY" not in text, name
+
+
+# ---------------------------------------------------------------------------- one-line errors
+
+@pytest.mark.parametrize("args,names", [
+    ([DANN, "--config.train.log_every=abc"], "--config.train.log_every=abc"),
+    ([f"--config={REPO}/experiments/dann.py:huge"], "unknown preset 'huge'"),
+    (["--config=experiments/dan.py:tiny"], "no such file 'experiments/dan.py'"),
+    ([DANN, "--config.phases[3].steps=5"], "--config.phases[3].steps=5"),
+    ([DANN, "--config.train.log_every=0"], "config.train.log_every = 0"),
+    ([DANN, "--config.train.log_every=-5"], "config.train.log_every = -5"),
+    ([DANN, "--config.optimizer.encoder.lr=nan"], "config.optimizer.encoder.lr = nan"),
+    ([DANN, "--config.phases[0].lr.encoder=inf"], "config.phases[0].lr.encoder = inf"),
+    ([DANN, "--config.data.label_fraction=1.5"], "config.data.label_fraction = 1.5"),
+    ([DANN, "--config.phases[0].alignment=dnn"], "phases[0].alignment: unknown alignment"),
+])
+def test_config_mistakes_are_one_line_exit_2_and_create_nothing(tmp_path, args, names):
+  workdir = tmp_path / "run"
+  result = subprocess.run([sys.executable, "-m", "crossrec_jax.main", *args,
+                           f"--workdir={workdir}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("FATAL: ") and names in lines[0], lines
+  assert "Traceback" not in result.stderr
+  assert not workdir.exists()
+
+
+@pytest.mark.parametrize("workdir,names", [
+    (None, "--workdir is required"),
+    ("FILE", "is a file, not a directory"),
+    ("/proc/crossrec/run", "not writable"),  # not writable even for root
+])
+def test_workdir_mistakes_are_one_line_exit_2(tmp_path, workdir, names):
+  args = [sys.executable, "-m", "crossrec_jax.main", DANN]
+  if workdir == "FILE":
+    workdir = tmp_path / "a_file"
+    workdir.write_text("not a directory")
+  if workdir is not None:
+    args.append(f"--workdir={workdir}")
+  result = subprocess.run(args, capture_output=True, text=True, cwd=REPO, timeout=300,
+                          check=False)
+  assert result.returncode == 2, result.stderr[-2000:]
+  lines = result.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("FATAL: ") and names in lines[0], lines
+  assert "Traceback" not in result.stderr
+  if workdir is not None and str(workdir).startswith("/proc"):
+    assert not pathlib.Path(workdir).exists()
+
+
+@pytest.mark.slow
+def test_a_failed_checkpoint_save_stops_the_run_with_one_error(tmp_path):
+  workdir = tmp_path / "run"
+  command = [sys.executable, "-m", "crossrec_jax.main",
+             f"--config={REPO}/experiments/target_only.py:tiny", f"--workdir={workdir}",
+             "--config.train.checkpoint_every=5", "--config.train.log_every=1",
+             "--config.train.progress_bar=False", "--config.train.tensorboard=False"]
+  # "Disk full": files over 2 MB fail with EFBIG ("File too large"); a shell sets the limit
+  # (a preexec_fn would fork this multithreaded JAX process).
+  result = subprocess.run(["bash", "-c", 'ulimit -f 2048 && exec "$@"', "bash", *command],
+                          capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert "Traceback" not in result.stderr
+  errors = [l for l in result.stderr.splitlines() if not l.startswith(("I", " ", "-"))
+            and ":" in l and not re.match(r"^[a-z_]+:", l)]
+  assert len(errors) == 1, errors
+  assert errors[0].startswith(f"FATAL: saving checkpoint 5 to {workdir / 'checkpoints' / '5'} "
+                              "failed: ") and "File too large" in errors[0]
+  # It stopped soon after the failed save, not at the next one (step 10).
+  steps = [json.loads(l)["global_step"] for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert max(steps) < 10, steps
+  assert not any(p.name.isdigit() for p in (workdir / "checkpoints").iterdir())

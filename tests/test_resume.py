@@ -41,6 +41,11 @@ def final_state(workdir: pathlib.Path):
   return step, restored.state
 
 
+def metric_keys(workdir: pathlib.Path) -> list[tuple[str, str, int]]:
+  lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
+  return [(l["split"], l["phase"], l["global_step"]) for l in lines]
+
+
 @pytest.mark.slow
 def test_sigkill_then_resume_is_bitwise_equal(tmp_path):
   cache = tmp_path / "xla_cache"  # shared: the three runs compile the same programs once
@@ -81,3 +86,6 @@ def test_sigkill_then_resume_is_bitwise_equal(tmp_path):
   assert final_a["target_test"] == final_b["target_test"]
   assert [p["target_valid"] for p in final_a["phases"]] == [p["target_valid"]
                                                             for p in final_b["phases"]]
+  # metrics.jsonl: the steps replayed after the resume are logged once, as in the reference.
+  keys_a, keys_b = metric_keys(reference), metric_keys(resumed)
+  assert keys_b == keys_a and len(set(keys_b)) == len(keys_b)

@@ -165,7 +165,9 @@ class TitlePriorTransfer(BiasModel):
 class Popularity:
   """Ranking baseline: an item's score is its number of training interactions (0 if never seen)."""
 
-  def fit(self, user_idx, item_idx, n_items: int | None = None) -> Popularity:
+  def fit(self, user_idx, item_idx, n_items: int | None = None, n_users: int | None = None
+          ) -> Popularity:
+    del n_users  # the ranking baselines' common signature; popularity ignores the user
     i = _index(item_idx, "item_idx")
     if i.shape != _index(user_idx, "user_idx").shape or not i.size:
       raise ValueError("user_idx and item_idx must have the same non-zero length")

@@ -1,9 +1,15 @@
 """PNG plots of a transfer study (matplotlib, Agg backend: no display needed).
 
-  learning_curves(curves, path)     train loss and target-valid RMSE vs global step, per method
+  learning_curves(curves, path)     per method: one panel per training loss term (source rating,
+                                    target rating, domain) and the target-valid RMSE of every
+                                    periodic evaluation, against the global step
   metric_vs_fraction(rows, metric, path)  mean ± std of a metric per method vs target label fraction
   feature_pca(panels, path)         2-D PCA of pooled features coloured by domain, one panel per model,
                                     titled with the held-out discriminator accuracy / proxy A-distance
+
+Every method keeps one colour and one marker in every figure (`method_style`): a fixed palette of
+distinct colours, no colour reused within a figure; text models draw solid lines, baselines dashed.
+Legends sit outside the axes, right of the panels, so they hide no point.
 """
 
 from __future__ import annotations
@@ -16,7 +22,26 @@ import matplotlib
 
 matplotlib.use("Agg")  # before pyplot: files only, never a window
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top,wrong-import-position
+from matplotlib import ticker  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+# The study's methods and baselines in a fixed order, so a method's style is the same in every
+# figure whichever subset a figure shows; other names take the next free style.
+KNOWN_METHODS = ("target_only", "source_only", "finetune", "dann", "joint", "joint_dann",
+                 "global_mean", "bias", "mf", "surprise_svd", "surprise_knn", "title_prior",
+                 "popularity", "als", "bpr", "item_knn")
+# 20 colours told apart at a glance: tab10, then hues tab10 lacks or far darker / brighter ones
+# (checked side by side: no two of the first 16, the study's methods, read as the same colour).
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+           "#bcbd22", "#17becf", "#000000", "#000080", "#b8860b", "#006400", "#ff00ff", "#ffd700",
+           "#00ff7f", "#800000", "#4b0082", "#708090")
+# Filled markers only (line-only ones such as "1" or "+" vanish at plot sizes); then filled
+# 6- and 8-pointed stars and polygons, as matplotlib's (sides, style, angle) tuples.
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p", "d", "8", "H", (6, 1, 0),
+           (8, 1, 0), (7, 0, 0), (4, 1, 0), (9, 0, 0))
+# The training loss terms (unweighted, as the trainer logs them) and their panel titles.
+LOSS_TERMS = (("loss_source", "source rating loss"), ("loss_target", "target rating loss"),
+              ("loss_domain", "domain loss (discriminator / penalty)"))
 
 
 def read_metrics_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
@@ -32,29 +57,57 @@ def read_metrics_jsonl(path: str | pathlib.Path) -> list[dict[str, Any]]:
   return lines
 
 
+def method_style(method: str, others: Sequence[str] = ()) -> dict[str, Any]:
+  """matplotlib kwargs (color, marker) of `method`; `others` are the figure's other unknown
+  methods, which take the styles after KNOWN_METHODS' in their order."""
+  extra = [m for m in dict.fromkeys(others) if m not in KNOWN_METHODS]
+  k = KNOWN_METHODS.index(method) if method in KNOWN_METHODS else (
+      len(KNOWN_METHODS) + (extra.index(method) if method in extra else len(extra)))
+  if k >= len(PALETTE):
+    raise ValueError(f"more than {len(PALETTE)} methods to plot: {method!r} has no distinct colour")
+  return {"color": PALETTE[k], "marker": MARKERS[k]}
+
+
 def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | pathlib.Path,
                     title: str = "") -> pathlib.Path:
-  """curves: method -> metrics.jsonl records. Left: train 'loss'; right: target-valid 'rmse'."""
-  fig, (ax_loss, ax_val) = plt.subplots(1, 2, figsize=(11, 4))
-  for method, records in curves.items():
-    train = [(r["global_step"], r["loss"]) for r in records
-             if r.get("split") == "train" and "loss" in r]
-    valid = [(r["global_step"], r["rmse"]) for r in records
-             if r.get("split") == "target_valid" and "rmse" in r]
-    if train:
-      ax_loss.plot(*zip(*train), label=method)
-    if valid:
-      ax_val.plot(*zip(*valid), marker="o", label=method)
-  ax_loss.set(xlabel="global step", ylabel="train loss (weighted sum)", yscale="log",
-              title="training loss")
-  ax_val.set(xlabel="global step", ylabel="RMSE (target scale)", title="target valid RMSE")
-  for ax in (ax_loss, ax_val):
-    ax.grid(alpha=0.3)
-    if ax.lines:
-      ax.legend(fontsize=8)
+  """curves: method -> metrics.jsonl records. One panel per loss term a method logs, then the
+  target-valid RMSE of every evaluation (periodic `train.eval_every` ones and phase ends).
+
+  A term a method does not train (e.g. no domain loss for target_only) is left out of its panel.
+  Methods whose curves coincide (finetune's first phase is source_only) stay visible: each later
+  method is drawn thinner, on top.
+  """
+  terms = [(k, t) for k, t in LOSS_TERMS
+           if any(_trained(r, k) for recs in curves.values() for r in recs)]
+  panels = [*terms, ("rmse", "target valid RMSE")]
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.2, 3.8), squeeze=False)
+  axes = axes[0]
+  for order, (method, records) in enumerate(curves.items()):
+    style = {**method_style(method, list(curves)), "lw": max(4.5 - 0.7 * order, 1.0),
+             "markersize": max(9.0 - 0.9 * order, 4.0), "alpha": 0.9, "label": method}
+    for ax, (key, _) in zip(axes, panels):
+      split = "target_valid" if key == "rmse" else "train"
+      pts = [(r["global_step"], r[key]) for r in records if r.get("split") == split
+             and _finite(r.get(key)) and (key == "rmse" or _trained(r, key))]
+      if pts:
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, markevery=max(len(xs) // 8, 1), **style)
+  for ax, (key, name) in zip(axes, panels):
+    ax.set(xlabel="global step", title=name,
+           ylabel="RMSE (target scale)" if key == "rmse" else "loss (unweighted)")
+    _readable(ax, integer_x=True)
+  _legend_right(fig, axes, list(curves))
   if title:
     fig.suptitle(title, fontsize=9)
   return _save(fig, path)
+
+
+def _trained(record: Mapping[str, Any], key: str) -> bool:
+  """The record logs loss term `key` with a non-zero weight (w_source for loss_source, ...)."""
+  if record.get("split") != "train" or not _finite(record.get(key)):
+    return False
+  weight = record.get("w_" + key.removeprefix("loss_"))
+  return weight is None or float(weight) != 0.0
 
 
 def metric_vs_fraction(rows: Sequence[Mapping[str, Any]], metric: str, path: str | pathlib.Path,
@@ -65,24 +118,28 @@ def metric_vs_fraction(rows: Sequence[Mapping[str, Any]], metric: str, path: str
   """
   fractions = sorted({float(r["label_fraction"]) for r in rows})
   pos = {f: k for k, f in enumerate(fractions)}
-  methods = list(dict.fromkeys(r["method"] for r in rows))
-  fig, ax = plt.subplots(figsize=(7, 4.5))
+  methods = _in_known_order(dict.fromkeys(r["method"] for r in rows))
+  fig, ax = plt.subplots(figsize=(8.5, 4.5))
   for m_i, method in enumerate(methods):
     xs, means, stds = [], [], []
     for f in fractions:
       vals = [float(r[metric]) for r in rows if r["method"] == method
               and float(r["label_fraction"]) == f and _finite(r.get(metric))]
       if vals:
-        xs.append(pos[f] + 0.04 * (m_i - len(methods) / 2))  # jitter so error bars do not overlap
+        # Jitter within ±0.2 of the fraction's position so error bars and markers do not overlap.
+        xs.append(pos[f] + 0.4 * (m_i / max(len(methods) - 1, 1) - 0.5))
         means.append(np.mean(vals))
         stds.append(np.std(vals))
     if xs:
       style = "--" if r_kind(rows, method) == "baseline" else "-"
-      ax.errorbar(xs, means, yerr=stds, marker="o", linestyle=style, capsize=3, label=method)
+      ax.errorbar(xs, means, yerr=stds, linestyle=style, capsize=3, markersize=6, lw=1.4,
+                  label=method + (" (baseline)" if style == "--" else ""),
+                  **method_style(method, methods))
   ax.set_xticks(range(len(fractions)), [f"{100 * f:g}%" for f in fractions])
+  ax.set_xlim(-0.5, len(fractions) - 0.5)
   ax.set(xlabel="target label fraction", ylabel=metric, title=title or f"{metric} vs labels")
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=7, ncol=2)
+  _readable(ax, x=False)
+  _legend_right(fig, [ax])
   return _save(fig, path)
 
 
@@ -104,18 +161,55 @@ def feature_pca(panels: Mapping[str, tuple[np.ndarray, np.ndarray, Mapping[str, 
 
   Each panel is its own PCA of the pooled (source + target) features.
   """
-  fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.2), squeeze=False)
+  fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 1.8, 4.4), squeeze=False)
   for ax, (name, (src, tgt, sep)) in zip(axes[0], panels.items()):
     z = pca_2d(np.concatenate([src, tgt]))
-    ax.scatter(z[:len(src), 0], z[:len(src), 1], s=6, alpha=0.5, label=f"source ({len(src)})")
-    ax.scatter(z[len(src):, 0], z[len(src):, 1], s=6, alpha=0.5, label=f"target ({len(tgt)})")
+    ax.scatter(z[:len(src), 0], z[:len(src), 1], s=8, alpha=0.5, marker="o", color=PALETTE[0],
+               label=f"source ({len(src)})")
+    ax.scatter(z[len(src):, 0], z[len(src):, 1], s=8, alpha=0.5, marker="^", color=PALETTE[1],
+               label=f"target ({len(tgt)})")
     ax.set_title(f"{name}\ndiscriminator acc {sep['domain_acc']:.3f}, PAD {sep['pad']:.2f}",
                  fontsize=9)
     ax.set(xlabel="PC 1", ylabel="PC 2")
-    ax.legend(fontsize=7)
+    _readable(ax)
+  _legend_right(fig, axes[0][-1:])
   if title:
     fig.suptitle(title, fontsize=9)
   return _save(fig, path)
+
+
+def _in_known_order(methods) -> list[str]:
+  """KNOWN_METHODS' order first (text models, then baselines), other names after, as given."""
+  methods = list(methods)
+  return sorted(methods, key=lambda m: (KNOWN_METHODS.index(m) if m in KNOWN_METHODS
+                                        else len(KNOWN_METHODS) + methods.index(m)))
+
+
+def _readable(ax, x: bool = True, integer_x: bool = False) -> None:
+  """At most ~6 ticks per axis with short labels (beyond 1e-3 .. 1e4 a power of ten moves to the
+  axis' offset text); steps get integer ticks."""
+  axes = (ax.xaxis, ax.yaxis) if x else (ax.yaxis,)
+  for axis in axes:
+    integer = integer_x and axis is ax.xaxis
+    axis.set_major_locator(ticker.MaxNLocator(nbins=5, min_n_ticks=3, integer=integer))
+    formatter = ticker.ScalarFormatter(useMathText=False)
+    formatter.set_powerlimits((-3, 4))
+    axis.set_major_formatter(formatter)
+  ax.tick_params(labelsize=8)
+  ax.grid(alpha=0.3)
+
+
+def _legend_right(fig, axes, order: Sequence[str] = ()) -> None:
+  """One legend for the figure, outside the last panel's right edge (no data hidden), entries in
+  `order` first (the methods' order), then as the panels show them."""
+  handles = {}
+  for ax in axes:
+    for h, label in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(label, h)
+  labels = [k for k in order if k in handles] + [k for k in handles if k not in order]
+  if labels:
+    axes[-1].legend([handles[k] for k in labels], labels, loc="upper left",
+                    bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
 
 
 def _finite(x: Any) -> bool:
@@ -129,6 +223,6 @@ def _save(fig, path: str | pathlib.Path) -> pathlib.Path:
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.tight_layout()
-  fig.savefig(path, dpi=110)
+  fig.savefig(path, dpi=120, bbox_inches="tight")  # bbox: keeps the outside legend in the file
   plt.close(fig)
   return path

@@ -11,7 +11,9 @@ label-fraction study treats them like the text models. Methods:
   source domain's mean rating of the same title: the non-LM transfer baseline of DESIGN.md; with
   no target labels it predicts the source mean of the title, else the source's global mean, mapped
   onto the target's scale), popularity (ranking only: training interactions per item; it counts
-  interactions, not ratings, so it uses every training row whatever the label fraction).
+  interactions, not ratings, so it uses every training row whatever the label fraction); with
+  the `baselines` extra also als, bpr, item_knn (implicit; ranking, every training row, like
+  popularity) and surprise_svd, surprise_knn (scikit-surprise; ratings).
 Rating models rank candidates by their predicted rating. Methods that need target labels raise
 `NeedsLabels` at label fraction 0.
 """
@@ -27,13 +29,15 @@ import numpy as np
 from crossrec_jax.data import schema
 from crossrec_jax.data import splits as splits_lib
 from crossrec_jax.eval import baselines
+from crossrec_jax.eval import baselines_external as external
 from crossrec_jax.eval import evaluate
 
-RATING_BASELINES = ("global_mean", "bias", "mf", "title_prior")
-RANKING_BASELINES = ("popularity",)
+# The `baselines` extra (implicit, scikit-surprise) adds external.NAMES: eval/baselines_external.py.
+RATING_BASELINES = ("global_mean", "bias", "mf", "title_prior") + external.RATING
+RANKING_BASELINES = ("popularity",) + external.RANKING
 BASELINES = RATING_BASELINES + RANKING_BASELINES
-# Methods that still run without a single target label.
-ZERO_LABEL_BASELINES = ("title_prior", "popularity")
+# Methods that still run without a single target label (ranking ones count interactions).
+ZERO_LABEL_BASELINES = ("title_prior",) + RANKING_BASELINES
 # YARDSTICKS: 'SVD tuned on valid (50 factors, reg 0.05, 40 epochs)' on ML-100K.
 MF_DEFAULTS = dict(n_factors=50, n_epochs=40, lr=0.005, reg=0.05, batch_size=128)
 
@@ -103,11 +107,13 @@ def fit_baseline(name: str, target: schema.Domain, split: splits_lib.Split,
   """The fitted baseline `name` (see BASELINES) on the split's labelled target training rows."""
   inter = target.interactions
   n_users, n_items = inter.num_users, target.num_items
-  if name == "popularity":
+  if name in RANKING_BASELINES:
     rows = split.train
     if not len(rows):
-      raise NeedsLabels("popularity: the split has no training rows")
-    return baselines.Popularity().fit(inter.user[rows], inter.item[rows], n_items=n_items)
+      raise NeedsLabels(f"{name}: the split has no training rows")
+    model = (baselines.Popularity() if name == "popularity"
+             else external.build(name, seed=seed))
+    return model.fit(inter.user[rows], inter.item[rows], n_users=n_users, n_items=n_items)
   if name not in RATING_BASELINES:
     raise ValueError(f"unknown baseline {name!r}; known: {BASELINES}")
   rows = split.labelled_rows
@@ -129,6 +135,8 @@ def fit_baseline(name: str, target: schema.Domain, split: splits_lib.Split,
     return baselines.GlobalMean().fit(u, i, r)
   if name == "bias":
     return baselines.BiasModel().fit(u, i, r, n_users=n_users, n_items=n_items)
+  if name in external.RATING:
+    return external.build(name, scale=_scale(target), seed=seed).fit(u, i, r)
   return baselines.MatrixFactorization(**{**MF_DEFAULTS, "seed": seed, **(mf_kw or {})}).fit(
       u, i, r, n_users=n_users, n_items=n_items)
 

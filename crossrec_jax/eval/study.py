@@ -628,6 +628,8 @@ def run_study(study: ml_collections.ConfigDict, workdir: str | os.PathLike,
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  from crossrec_jax import logging_setup  # pylint: disable=g-import-not-at-top
+  logging_setup.configure()  # orbax / JAX INFO off unless --verbosity=1
   md = run_study(_CONFIG.value, _WORKDIR.value)
   print(md)
 

@@ -23,9 +23,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import tempfile
+import time
 from typing import Any, Sequence
 
 import jax
@@ -43,6 +45,7 @@ __all__ = ["CacheKey", "ItemTokens", "ItemEmbeddingCache", "encoder_fingerprint"
            "template_spec", "tokenize_items", "make_item_encoder", "encode_items"]
 
 _FORMAT = "crossrec-item-cache-v1"
+_log = logging.getLogger(__name__)
 
 
 def encoder_fingerprint(encoder: nnx.Module) -> str:
@@ -150,8 +153,11 @@ def make_item_encoder(graphdef: nnx.GraphDef, pooling: str, mesh: Mesh | None = 
 
 def encode_items(encoder: bert_lib.BertModel, tokens: ItemTokens, *, pooling: str = "mean",
                  batch_size: int = 256, mesh: Mesh | None = None,
-                 data_axis: str = "data") -> np.ndarray:
-  """[I, H] float32 pooled vectors of every item, in fixed-size batches (the last one padded)."""
+                 data_axis: str = "data", progress_every_s: float = 10.0) -> np.ndarray:
+  """[I, H] float32 pooled vectors of every item, in fixed-size batches (the last one padded).
+
+  A large catalogue takes minutes: progress (items done, elapsed, ETA) is logged at INFO every
+  `progress_every_s` seconds, measured after each batch's vectors reach the host."""
   if mesh is not None and batch_size % mesh.shape[data_axis]:
     raise ValueError(f"batch_size {batch_size} must divide by the mesh's {data_axis!r} axis "
                      f"({mesh.shape[data_axis]})")
@@ -159,12 +165,18 @@ def encode_items(encoder: bert_lib.BertModel, tokens: ItemTokens, *, pooling: st
   run = make_item_encoder(graphdef, pooling, mesh, data_axis)
   n = len(tokens)
   out = []
+  t0 = last = time.perf_counter()
   for start in range(0, n, batch_size):
     rows = np.arange(start, min(start + batch_size, n))
     pad = batch_size - len(rows) if n > batch_size else 0  # one shape for every batch
     idx = np.concatenate([rows, np.full(pad, rows[-1])])
     vec = run(state, jnp.asarray(tokens.input_ids[idx]), jnp.asarray(tokens.attention_mask[idx]))
     out.append(np.asarray(jax.device_get(vec))[:len(rows)])
+    now, done = time.perf_counter(), rows[-1] + 1
+    if now - last >= progress_every_s or (done == n and now - t0 >= progress_every_s):
+      last = now
+      _log.info("item cache: encoded %d/%d items, %.0f s elapsed, ETA %.0f s", done, n, now - t0,
+                (now - t0) * (n - done) / done)
   return np.concatenate(out).astype(np.float32) if out else np.zeros((0, encoder.config.hidden_size),
                                                                      np.float32)
 

@@ -68,8 +68,12 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     (r"layer/\d+/intermediate/kernel$", P("fsdp", "tensor")),
     (r"layer/\d+/intermediate/bias$", P("tensor")),
     (r"layer/\d+/output/kernel$", P("tensor", "fsdp")),
-    # Embedding tables (MaxText's vocab -> tensor, embed -> fsdp).
-    (r"word_embeddings/embedding$", P("tensor", "fsdp")),
+    # Embedding tables: the vocabulary over 'tensor', the features NOT over 'fsdp'. A lookup
+    # of a table whose features are split over fsdp comes out feature-sharded over fsdp, while
+    # activations split the batch over (data, fsdp); one axis cannot shard both, and XLA
+    # replicated the embeddings to reshard them ("Involuntary full rematerialization", forward
+    # and backward). The cost: the table (and its Adam moments) is not split by fsdp.
+    (r"word_embeddings/embedding$", P("tensor", None)),
     (r"position_embeddings/embedding$", P(None, "fsdp")),
     # Pooler and head kernels: FSDP over the input dim (small; replicated when it does not divide).
     (r"pooler/kernel$", P("fsdp", None)),

@@ -50,6 +50,7 @@ from crossrec_jax.data import pipeline
 from crossrec_jax.train import checkpoint as checkpoint_lib
 from crossrec_jax.train import distributed
 from crossrec_jax.train import flops as flops_lib
+from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
 from crossrec_jax.train import sharding
@@ -77,43 +78,6 @@ _FINITE = ("loss", "grad_norm", "param_norm")
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message names the phase, the step and the checkpoint."""
-
-
-# ---------------------------------------------------------------------------- metrics output
-
-class MetricWriter:
-  """Appends metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard event files.
-
-  `enabled=False` (every process but 0 of a multi-process run) writes nothing.
-  """
-
-  def __init__(self, workdir: pathlib.Path, tensorboard: bool = True, enabled: bool = True):
-    self._jsonl = None
-    self._tb = None
-    if not enabled:
-      return
-    self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")  # pylint: disable=consider-using-with
-    if tensorboard:
-      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      self._tb = SummaryWriter(str(workdir / "tensorboard"))
-
-  def write(self, split: str, global_step: int, info: dict[str, Any],
-            scalars: dict[str, float]) -> None:
-    if self._jsonl is None:
-      return
-    line = {"split": split, "global_step": int(global_step), **info,
-            **{k: float(v) for k, v in scalars.items()}}
-    self._jsonl.write(json.dumps(line) + "\n")
-    self._jsonl.flush()
-    if self._tb is not None:
-      for k, v in scalars.items():
-        self._tb.add_scalar(f"{split}/{k}", float(v), int(global_step))
-
-  def close(self) -> None:
-    if self._jsonl is not None:
-      self._jsonl.close()
-    if self._tb is not None:
-      self._tb.close()
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -168,7 +132,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
   # ---------------------------------------------------------------------- checkpoints, resume
   ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints", keep=int(tc.keep_checkpoints))
-  resume_step = ckpt.latest_step()
+  resume_step = ckpt.intact_step()  # damaged newer ones are set aside (checkpoint.py)
   meta = None
   if resume_step is not None:
     meta = ckpt.restore_meta(resume_step)
@@ -183,7 +147,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   best_ckpt, best, best_saves = None, None, 0
   if select is not None:
     best_ckpt = checkpoint_lib.Checkpointer(workdir / "checkpoints_best", keep=1)
-    best_saves = best_ckpt.latest_step() or 0
+    best_saves = best_ckpt.intact_step() or 0
     if best_saves:
       best = best_ckpt.restore_meta()
       if best["config_hash"] != chash:
@@ -304,7 +268,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         # -------------------------------------------------------------- train loop
         pending: list[tuple[int, Any, float | None]] = []
         last_flush = (time.time(), step)
-        progress = _progress(phase, step, bool(tc.progress_bar) and main_process)
+        progress = _progress(phase, alignment.kind, step, bool(tc.progress_bar) and main_process)
 
         def flush() -> None:
           nonlocal pending, last_flush
@@ -340,6 +304,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
               scalars["mfu"] = util
           writer.write("train", global_step + s_end, {**info, "step": s_end}, scalars)
           progress.set_postfix(loss=f"{scalars['loss']:.4f}", refresh=False)
+          # Counted here, after the host synced on the steps' metrics: dispatch runs ahead of
+          # the device, so counting at dispatch showed bursts and made-up rates.
+          progress.update(s_end - last_flush[1])
           pending, last_flush = [], (now, s_end)
 
         while step < phase.steps:
@@ -348,9 +315,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           # constant, a numpy argument) that would sync every step.
           with jax.transfer_guard("disallow"):
             state, m = train_step(state, src, tgt)
+          ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
           pending.append((step, m, None if count_flops is None else count_flops(src, tgt)))
-          progress.update(1)
           last = step == phase.steps
           do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
           do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
@@ -409,7 +376,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       best_ckpt.close()
 
 
-def _progress(phase: Any, initial: int, enabled: bool):
+def _progress(phase: Any, alignment: str, initial: int, enabled: bool):
+  """tqdm bar of the phase's steps, labelled with its name and, when the name does not say it,
+  its alignment (a 'dann' phase run with alignment=mmd reads 'dann (mmd)')."""
   from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
-  return tqdm(total=phase.steps, initial=initial, desc=phase.name, disable=not enabled,
+  desc = phase.name if alignment in ("none", phase.name) else f"{phase.name} ({alignment})"
+  return tqdm(total=phase.steps, initial=initial, desc=desc, disable=not enabled,
               dynamic_ncols=True, leave=False)
