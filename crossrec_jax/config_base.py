@@ -25,7 +25,7 @@ from typing import Any
 import ml_collections
 
 PRESETS = ("tiny", "cpu", "gpu")
-GROUPS = ("encoder", "rating_head", "discriminator")
+GROUPS = ("encoder", "rating_head", "discriminator", "lora")  # lora: models/lora.py adapters
 ALIGNMENTS = ("none", "dann", "mmd", "coral")
 PHASE_KEYS = ("name", "steps", "weights", "lr", "frozen", "alignment", "alignment_options",
               "gamma", "lambda_max", "reset_optimizer")
@@ -86,8 +86,9 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       source="movielens_1m_to_100k",  # a `data.sources` registry name
       data_dir="",          # real-data folder for shared-data sources ('' = auto)
       cache_dir="",         # wheel + token cache ('' = $CROSSREC_CACHE or ~/.cache/crossrec_jax)
-      split="ratio",        # 'ratio' (temporal 80/10/10 per user) | 'loo' | 'random'
+      split="ratio",        # 'ratio' (temporal 80/10/10 per user) | 'loo' | 'random' | 'given'
       label_fraction=1.0,   # of target training rows whose rating is used
+      label_count=0,        # > 0: exactly this many labelled target training rows (K-shot)
       source_label_fraction=1.0,
       template="default",   # `data.text` template
       max_len=64, history_len=2,
@@ -102,11 +103,16 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       use_tfds=False,       # materialise prepared examples as a TFDS array_record dataset
       tfds_dir="",          # '' = <cache_dir>/tfds
       worker_count=0, window=32, pair_window=128,
+      # Throughput (issue 15), opt-in: k > 0 fits k bucket lengths to the prepared examples'
+      # token counts (data/buckets.py), replacing `buckets`; 0 keeps `buckets` (the default).
+      auto_buckets=0,
   ))
 
   # ---------------------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict(dict(
       kind="cross_encoder",  # the task (tasks/): 'cross_encoder' | 'bi_encoder' | a registered one
+      init_from="",  # a finished run's directory: warm start from its checkpoint (train/warm_start.py)
+      init_checkpoint="auto",  # 'best' (checkpoints_best/) | 'final' | 'auto' (best if kept)
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
       encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=64),
@@ -141,6 +147,9 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
       # 'target_valid/rmse'...; higher wins, strictly) = the best evaluation of the whole run,
       # kept in checkpoints_best/ and evaluated by final_eval.
       select="",
+      # Throughput (issue 15): "first,last" global steps traced with jax.profiler into
+      # workdir/profile (TensorBoard's profile tab); '' = no trace (train/profiling.py).
+      profile_steps="",
   ))
   c.phases = []
 
@@ -178,6 +187,15 @@ def base_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     c.optimizer.discriminator.update(dict(lr=1e-3, warmup_steps=500))
     c.train.update(dict(log_every=100, eval_every=2000, checkpoint_every=2000,
                         keep_checkpoints=3, progress_bar=False))
+
+  # ---------------------------------------------------------------------------- LoRA adapters
+  # `models/lora.py` on the encoder's projections (rank 0 = off). targets: path suffixes,
+  # () = every projection of the family; per_domain: one adapter set per domain on the shared
+  # base. The adapters are optimiser group 'lora' (settings as the heads'); a phase trains
+  # only them with frozen=('encoder',) (experiments/lora.py).
+  c.model.encoder.lora = ml_collections.ConfigDict(
+      dict(rank=0, alpha=16.0, targets=(), per_domain=False))
+  c.optimizer.lora = ml_collections.ConfigDict(c.optimizer.rating_head.to_dict())
   return c
 
 

@@ -88,6 +88,7 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.encoder.num_hidden_layers", _int(1)), ("model.encoder.num_attention_heads", _int(1)),
     ("model.encoder.intermediate_size", _int(1)),
     ("model.encoder.max_position_embeddings", _int(1)),
+    ("model.encoder.lora.rank", _int(0)), ("model.encoder.lora.alpha", _num(0.0, lo_open=True)),
     ("model.rating_head.hidden", _ints(1)), ("model.rating_head.dropout", _DROPOUT),
     ("model.discriminator.hidden", _ints(1)), ("model.discriminator.dropout", _DROPOUT),
     ("model.bi_encoder.*dropout", _DROPOUT), ("model.bi_encoder.temperature", _num(0.0, lo_open=True)),

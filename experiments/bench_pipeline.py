@@ -3,6 +3,32 @@
 Run (2-core CPU numbers are in the issue note; rerun to reproduce):
   .venv/bin/python experiments/bench_pipeline.py                 # synthetic records
   .venv/bin/python experiments/bench_pipeline.py --real          # ML-100K, via data/examples.py
+  .venv/bin/python experiments/bench_pipeline.py --demo cpu      # the demo's own joint batches
+  .venv/bin/python experiments/bench_pipeline.py --demo gpu --demo_users 600
+
+--demo PRESET: the transfer study's run config at PRESET (ML-1M -> ML-100K, the joint_dann run:
+both halves every step), prepared by `data/prepare.py` as the trainer does, then the real-token
+share (non-padding tokens / all tokens computed, padding rows included) and the host rate
+(examples/s from the prepared sets to padded numpy batch pairs) of its training batches, with
+the configured buckets and with `config.data.auto_buckets` = 2, 3, 4 (`data/buckets.py`).
+--demo_users N subsamples N users per domain first (the gpu preset has all 6,040 + 943 users;
+token counts are per example, so a user sample measures the same distribution).
+
+Measured 2026-12-01 on the shared 2-core CPU (load average 10-20: host rates are depressed),
+300 joint steps each (source + target rows, padding rows included):
+
+  command                                      buckets                     real-token share  host ex/s
+  --demo cpu  (the `make demo` batches)        configured (40,)            0.711             17,614
+                                               auto_buckets=3 (24, 28, 40) 0.895*
+                                               auto_buckets=4 (24,28,32,40) 0.930*
+  --demo gpu --demo_users 600                  configured (64, 96, 128)    0.897              1,358
+                                               auto_buckets=2 (116, 128)   0.928              1,774
+                                               auto_buckets=3 (112,120,128) 0.942             1,638
+  (* measured with the multiple-of-4 grid of data/buckets.py before it became the default; the
+  multiple-of-8 grid gave 0.885 at k=3 and k=4 on the cpu demo.) The gpu preset's 128-token
+  examples are mostly truncated (token counts p5/p50/p95 = 101/117/127), the cpu demo's are
+  22/27/40 tokens. Host rates include grain's start-up (the gpu preset reads TFDS array_record
+  through 2 mp_prefetch workers), so they are lower bounds.
 
 Synthetic records have log-normal lengths (median ~55 tokens, clipped to [8, 128]) like a K=5
 history template. Efficiency = real tokens / all tokens in the batches (padding rows are waste).
@@ -85,6 +111,33 @@ def efficiency_rows(src, tgt, batch_size: int) -> list[tuple[str, float, int]]:
   return rows
 
 
+def demo_rows(preset: str, users: int, steps: int, autos=(0, 2, 3, 4)) -> list[dict]:
+  """Real-token share + host rate of the demo's (source, target) training batches per bucketing."""
+  # pylint: disable-next=g-import-not-at-top
+  import dataclasses, pathlib  # noqa: E401
+  from crossrec_jax.data import buckets as buckets_lib, prepare  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.eval import study as study_lib  # pylint: disable=g-import-not-at-top
+  study = study_lib.load_experiment("transfer_study", preset)
+  config = study_lib.run_config(study, "joint_dann", 1.0, 0, pathlib.Path(tempfile.gettempdir()))
+  if users:
+    config.data.users.update(dict(source=users, target=users))
+  start = time.perf_counter()
+  data = prepare.prepare_data(config)
+  print(f"# demo {preset}: joint_dann run config, users {config.data.users.to_dict()}, "
+        f"examples {data.report['examples']}, prepared in {time.perf_counter() - start:.0f} s")
+  rows = []
+  for k in autos:
+    fitted = data.buckets if k == 0 else buckets_lib.fit_buckets(data.sources, k)
+    run = dataclasses.replace(data, buckets=tuple(fitted))
+    start = time.perf_counter()
+    share = buckets_lib.token_share(run.train_batches(use_source=True, use_target=True,
+                                                      seed=0, num_steps=steps))
+    seconds = time.perf_counter() - start
+    rows.append({"preset": preset, "auto_buckets": k, "buckets": list(fitted), "steps": steps,
+                 **share, "host_examples_per_s": share["rows"] / seconds})
+  return rows
+
+
 def throughput(source, cfg: pl.BatchConfig, num_batches: int, warmup: int = 5) -> float:
   it = pl.train_batches(source, cfg)
   for _ in range(warmup):
@@ -108,7 +161,23 @@ def main(argv=None) -> None:
   parser.add_argument("--max_len", type=int, default=128)
   parser.add_argument("--history_k", type=int, default=5)
   parser.add_argument("--cache_dir", default=None)
+  parser.add_argument("--demo", choices=("tiny", "cpu", "gpu"),
+                      help="the transfer study's own batches at this preset (see docstring)")
+  parser.add_argument("--demo_users", type=int, default=0, help="users per domain (0: preset's)")
+  parser.add_argument("--demo_steps", type=int, default=300, help="joint steps measured")
   args = parser.parse_args(argv)
+
+  if args.demo:
+    print("| preset | buckets | real-token share | padded tokens/row | host examples/s | "
+          "host tokens/s padded / real |\n|---|---|---|---|---|---|")
+    for r in demo_rows(args.demo, args.demo_users, args.demo_steps):
+      name = f"auto_buckets={r['auto_buckets']} {tuple(r['buckets'])}" if r["auto_buckets"] \
+          else f"configured {tuple(r['buckets'])}"
+      print(f"| {r['preset']} | {name} | {r['real_token_share']:.3f} | "
+            f"{r['padded_tokens_per_row']:.1f} | {r['host_examples_per_s']:,.0f} | "
+            f"{r['host_examples_per_s'] * r['padded_tokens_per_row']:,.0f} / "
+            f"{r['host_examples_per_s'] * r['padded_tokens_per_row'] * r['real_token_share']:,.0f} |")
+    return
 
   if args.real:
     src, tgt = real_examples(args.max_len, args.history_k, args.cache_dir)

@@ -22,6 +22,14 @@ host<->device transfer in the step would fail the benchmark. Reported per model:
   python experiments/benchmark.py --preset gpu --models bert-base --batch 512 --remat
   XLA_FLAGS=--xla_force_host_platform_device_count=8 python experiments/benchmark.py \\
       --models minilm --mesh 2,2,2                      # sharding overhead on fake CPU devices
+  python experiments/benchmark.py --preset gpu --attention cudnn   # cuDNN fused attention
+
+--attention: einsum (the reference math, with attention-probability dropout), xla or cudnn
+(`jax.nn.dot_product_attention`; cudnn falls back to xla where cuDNN is missing or rejects the
+shape/dtype, and the row says so in `attention_fallback`). The fused ones cannot drop attention
+probabilities and run without that dropout. `--models tiny` is a 2-layer, hidden-64 shape for
+smoke tests (experiments/gpu_proof.sh with GPU_PROOF_SMOKE=1). The one-shot GPU run of all of
+this is experiments/gpu_proof.sh.
 
 Presets: cpu = float32, batch 8, seq 128, 2 trials x 3 steps; gpu = bfloat16, batch 256,
 seq 128, 3 trials x 20 steps. Any flag overrides its preset.
@@ -54,6 +62,9 @@ from crossrec_jax.train import step as step_lib
 
 BERT_BASE = dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
                  intermediate_size=3072, max_position_embeddings=512)
+# The smoke-test shape (gpu_proof.sh's GPU_PROOF_SMOKE=1, tests): the tiny preset's encoder.
+TINY = dict(vocab_size=30522, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=128, max_position_embeddings=512)
 HEAD_HIDDEN = (256,)
 PRESETS = {
     "cpu": dict(models="minilm,bert-base", dtype="float32", batch=8, seq=128, steps=3, trials=2,
@@ -63,12 +74,17 @@ PRESETS = {
 }
 
 
-def encoder_config(name: str, dtype: str, remat: bool) -> bert.BertConfig:
+def encoder_config(name: str, dtype: str, remat: bool,
+                   attention: str = "einsum") -> bert.BertConfig:
+  # The fused kernels cannot drop attention probabilities: they run without that dropout.
+  extra = dict(remat=remat, attention=attention, dtype=dtype)
+  if attention != "einsum":
+    extra["attention_probs_dropout_prob"] = 0.0
   if name == "minilm":
-    return hf_import.load_config(None, dtype=dtype, remat=remat)
-  if name == "bert-base":
-    return bert.BertConfig(**BERT_BASE, dtype=dtype, remat=remat)
-  raise ValueError(f"unknown model {name!r}; choose minilm or bert-base")
+    return hf_import.load_config(None, **extra)
+  if name in ("bert-base", "tiny"):
+    return bert.BertConfig(**(BERT_BASE if name == "bert-base" else TINY), **extra)
+  raise ValueError(f"unknown model {name!r}; choose minilm, bert-base or tiny")
 
 
 def synthetic_batch(rows: int, seq: int, fill: float, vocab: int, rng: np.random.Generator,
@@ -82,7 +98,20 @@ def synthetic_batch(rows: int, seq: int, fill: float, vocab: int, rng: np.random
 
 
 def bench_model(name: str, args: argparse.Namespace, mesh: jax.sharding.Mesh) -> dict:
-  cfg = encoder_config(name, args.dtype, args.remat)
+  """One model's row; with --attention cudnn, falls back to 'xla' (saying so) if cuDNN fails."""
+  if args.attention != "cudnn":
+    return _bench_model(name, args, mesh, args.attention)
+  try:
+    return _bench_model(name, args, mesh, "cudnn")
+  except Exception as e:  # pylint: disable=broad-except  # unsupported backend/shape/dtype
+    row = _bench_model(name, args, mesh, "xla")
+    row["attention_fallback"] = f"cudnn failed ({type(e).__name__}: {str(e)[:300]}); ran xla"
+    return row
+
+
+def _bench_model(name: str, args: argparse.Namespace, mesh: jax.sharding.Mesh,
+                 attention: str) -> dict:
+  cfg = encoder_config(name, args.dtype, args.remat, attention)
 
   def build():
     rngs = nnx.Rngs(0)
@@ -141,7 +170,9 @@ def bench_model(name: str, args: argparse.Namespace, mesh: jax.sharding.Mesh) ->
   peak, peak_name = flops.peak_flops(mesh.devices.flat[0])
   memory = getattr(mesh.devices.flat[0], "memory_stats", lambda: None)() or {}
   return {
-      "model": name, "params_m": state_lib.tree_size(state.params) / 1e6,
+      "model": name, "attention": attention,
+      "attention_dropout": cfg.attention_probs_dropout_prob, "weights": "random init",
+      "params_m": state_lib.tree_size(state.params) / 1e6,
       "dense_params_m": flops.dense_params(cfg) / 1e6, "dtype": args.dtype, "remat": args.remat,
       "batch": args.batch, "seq": args.seq, "mesh": dict(mesh.shape), "devices": mesh.size,
       "device_kind": mesh.devices.flat[0].device_kind, "init_s": init_s, "compile_s": compile_s,
@@ -159,7 +190,8 @@ def bench_model(name: str, args: argparse.Namespace, mesh: jax.sharding.Mesh) ->
 
 
 def print_table(rows: list[dict]) -> None:
-  cols = [("model", "{}"), ("dtype", "{}"), ("batch", "{}"), ("seq", "{}"), ("devices", "{}"),
+  cols = [("model", "{}"), ("attention", "{}"), ("remat", "{}"), ("dtype", "{}"),
+          ("batch", "{}"), ("seq", "{}"), ("devices", "{}"),
           ("step_s", "{:.3f}"), ("examples_per_s", "{:.1f}"), ("tokens_per_s_padded", "{:.0f}"),
           ("tokens_per_s_real", "{:.0f}"), ("tflops_per_s", "{:.3f}"),
           ("xla_over_analytic", "{:.3f}"), ("mfu", "{:.1%}"), ("compile_s", "{:.1f}")]
@@ -174,7 +206,7 @@ def print_table(rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> list[dict]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
-  parser.add_argument("--models", help="comma-separated: minilm, bert-base")
+  parser.add_argument("--models", help="comma-separated: minilm, bert-base, tiny")
   parser.add_argument("--dtype", choices=("float32", "bfloat16"))
   parser.add_argument("--batch", type=int, help="sequences per step (source + target)")
   parser.add_argument("--seq", type=int, help="padded sequence length")
@@ -185,6 +217,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       help="shortest real length as a fraction of --seq")
   parser.add_argument("--mesh", default="-1,1,1", help="data,fsdp,tensor sizes (-1 = rest)")
   parser.add_argument("--remat", action="store_true", help="recompute each encoder layer")
+  parser.add_argument("--attention", choices=bert.ATTENTION_IMPLS, default="einsum",
+                      help="einsum (reference, with attention dropout) | xla | cudnn (fused; "
+                      "falls back to xla where unavailable); the fused ones run without "
+                      "attention-probability dropout")
   parser.add_argument("--out", help="write the results as JSON here")
   args = parser.parse_args(argv)
   for key, value in PRESETS[args.preset].items():

@@ -5,7 +5,7 @@ which label fractions, against which baselines? Every method of `experiments/` (
 source_only, finetune, dann, joint, joint_dann) x target label fractions x seeds, run by the
 trainer, scored by `eval/evaluate.py`, next to global mean, bias, MF, the title-prior transfer
 baseline and popularity, and the libraries' SVD / KNNBaseline (surprise), ALS / BPR / item-KNN
-(implicit) (see `eval/study.py` for which cells run and why).
+(implicit) (see `study/grid.py` for which cells run and why).
 
 Run:
   python -m crossrec_jax.eval.study --config=experiments/transfer_study.py:tiny --workdir=/tmp/study
@@ -18,9 +18,10 @@ Presets:
   cpu: what `make demo` runs; sized to finish within 15 minutes on a 2-core CPU, so truncated:
     MiniLM cut to its first layer, 40-token examples (2 history items), 300 source users (4,000
     source training examples), every target user and row, PHASE_STEPS_CPU steps of batch 16 per
-    phase, label fractions {1, 0.1, 0} (1% left out for time), 3 seeds, evaluation on 300 test
-    ratings and 20 ranked users x 100 candidates. At this budget the text models do not learn
-    beyond the global mean (the `make demo` table): it shows the machinery, not transfer.
+    phase, label fractions {1, 0.1, 0} (1% left out for time), 3 seeds, evaluation on 298 test
+    ratings (a cap of 300, drawn as whole users) and 20 ranked users x 100 candidates. At this
+    budget the text models do not learn beyond the global mean (the `make demo` table): it shows
+    the machinery, not transfer.
   gpu: the full-size study: 6-layer MiniLM, 128 tokens, 5 history items, every user and example,
     the runs' own gpu step counts, full evaluation (valid and test, all users, full ranking for
     200 users).
@@ -37,6 +38,7 @@ def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     raise ValueError(f"unknown preset {preset!r}; choose tiny, cpu or gpu")
   c = ml_collections.ConfigDict()
   c.name = f"ML-1M -> ML-100K ({preset} preset)"
+  c.architecture = "cross_encoder"  # the task of every run (study/grid.py: or "bi_encoder")
   c.preset = preset  # the run preset of every experiment file
   c.source = "movielens_1m_to_100k"
   c.data_dir = ""

@@ -48,7 +48,7 @@ def test_config_from_hf_dict_overrides_win_over_the_dict():
 
 
 @pytest.mark.parametrize("d, match", [
-    ({"model_type": "roberta"}, "model_type 'roberta'"),
+    ({"model_type": "distilbert"}, "model_type 'distilbert'"),
     ({"hidden_act": "swish"}, "hidden_act='swish'"),
     ({"position_embedding_type": "relative_key"}, "relative_key"),
     ({"is_decoder": True}, "decoder"),

@@ -305,3 +305,18 @@ def test_unsupported_config(tmp_path, change, match):
   with pytest.raises(CheckpointImportError, match=match) as e:
     hf_import.load_pretrained(tmp_path / "c")
   assert "config.json" in str(e.value)
+
+
+def test_tokenizer_loading_is_a_leaf_that_data_uses_without_models():
+  """data/tokenize.py loads tokenizers through crossrec_jax/hf_files.py, which imports nothing
+  from crossrec_jax: preparing text pulls in neither models/ nor jax."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = ("import sys; from crossrec_jax.data import tokenize; tok = tokenize.load_tokenizer(); "
+          "assert tok('heat')['input_ids'][1:-1]; "
+          "bad = sorted(m for m in sys.modules if m.startswith(('crossrec_jax.models', 'jax', "
+          "'flax'))); print(bad); assert not bad, bad")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert hf_import.load_tokenizer is hf_import.hf_files.load_tokenizer  # README's entry point

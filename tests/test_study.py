@@ -1,4 +1,5 @@
-"""End-to-end test of the transfer study (eval/study.py) on its `tiny` preset, plus its pure parts."""
+"""End-to-end test of the transfer study (crossrec_jax/study/, also importable as eval.study) on its
+`tiny` preset, plus its pure parts."""
 
 import csv
 
@@ -49,6 +50,14 @@ def test_tiny_study_end_to_end(tiny_study, monkeypatch):
   assert "| test/rmse (lower is better) | 100% labels | 0% labels |" in md
   assert md.count("**") >= 4 and "proxy A-distance" in md
   assert sum(line.lstrip().startswith(("target_only", "dann")) for line in lines) == 2
+  # The header reports the rating rows every cell scored (the cap draws whole users: fewer).
+  scored = {int(float(r["test/n_ratings"])) for r in rows if r["test/n_ratings"]}
+  assert len(scored) == 1 and f"rating on {scored.pop()} target test ratings" in md
+  # One progress line per run that ran: 'run k of N, elapsed, ETA'.
+  progress = [line for line in lines if line.startswith("[run ")]
+  assert len(progress) == len(expected) and progress[-1].startswith(f"[run {len(expected)} of "
+                                                                     f"{len(expected)}, elapsed")
+  assert "ETA" in progress[-1]
   # Re-invoking reuses every finished run: training must not be called again.
   from crossrec_jax.train import trainer
   monkeypatch.setattr(trainer, "train_and_evaluate", lambda *a, **k: pytest.fail("retrained"))

@@ -116,6 +116,7 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
   shown = np.zeros(len(inter), bool)
   if not domain.scale.implicit:
     shown[split.labelled_rows] = True
+    shown[split.context] = True  # a source's context rows: history with ratings, never a label
     if which == "test" and test_sees_valid:
       shown[split.valid] = True
 

@@ -38,11 +38,9 @@ EXAMPLE_SETS = {  # name -> (domain id, split part)
 }
 
 
-@functools.lru_cache(maxsize=2)
 def _load_source(name: str, data_dir: str | None, cache_dir: str) -> schema.CrossDomainData:
-  # Memoised per process: notebooks and in-process test runs prepare many configs of one pair
-  # (CrossDomainData is frozen; everything downstream builds new arrays).
-  return sources.load_source(name, data_dir=data_dir, cache_dir=cache_dir)
+  # Memoised per process by `sources.load_cached` (re-registering a source forgets it).
+  return sources.load_cached(name, data_dir, cache_dir)
 
 
 @functools.lru_cache(maxsize=2)
@@ -158,7 +156,9 @@ def _preparation(cfg: Any, seed: int, tokenizer_id: str) -> dict[str, Any]:
               source_label_fraction=float(cfg.source_label_fraction), template=cfg.template,
               max_len=int(cfg.max_len), history_k=int(cfg.history_len), seed=int(seed),
               users=cfg.users.to_dict(), max_examples=cfg.max_examples.to_dict(),
-              tokenizer=tokenizer_id)
+              tokenizer=tokenizer_id,
+              # only when set, so that existing TFDS dataset names stay what they were
+              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}))
 
 
 def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
@@ -190,7 +190,9 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
     before = domain.interactions.num_users
     domain = subsample_users(domain, int(cfg.users[side]), seed=seed + domain_id)
     fraction = cfg.source_label_fraction if side == "source" else cfg.label_fraction
-    split = splits_lib.make_split(domain, cfg.split, seed=seed, label_fraction=float(fraction))
+    count = int(cfg.get("label_count", 0)) if side == "target" else 0  # K-shot target labels
+    split = splits_lib.make_split(domain, cfg.split, seed=seed, label_fraction=float(fraction),
+                                  label_count=count)
     domains[side], splits[side] = domain, split
     report[side] = dict(domain=domain.name, users=int(len(np.unique(domain.interactions.user))),
                         users_before=int(before), interactions=len(domain.interactions),
@@ -211,11 +213,16 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
     sets: dict[str, Any] = dict(loaded)
   else:
     sets = _build_sets(pair, splits, cfg, tokenizer, cache_dir, seed, report)
+  buckets = tuple(int(b) for b in cfg.buckets)
+  if int(cfg.get("auto_buckets", 0)):  # opt-in: bucket lengths fitted to these examples
+    from crossrec_jax.data import buckets as buckets_lib  # pylint: disable=g-import-not-at-top
+    buckets = buckets_lib.fit_buckets(sets, int(cfg.auto_buckets))
+    report["buckets"] = list(buckets)
   _log.info("prepared data: %s", report)
   return PreparedData(
       sources=sets, scales=scales, report=report, batch_size=int(cfg.batch_size),
       target_batch_size=int(cfg.target_batch_size or cfg.batch_size),
-      eval_batch_size=int(cfg.eval_batch_size), buckets=tuple(int(b) for b in cfg.buckets),
+      eval_batch_size=int(cfg.eval_batch_size), buckets=buckets,
       window=int(cfg.window), pair_window=int(cfg.pair_window),
       worker_count=int(cfg.worker_count))
 

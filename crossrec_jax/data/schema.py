@@ -128,6 +128,9 @@ class Items:
     return {name: col[i] for name, col in self.fields.items()}
 
 
+PARTS = ("train", "valid", "test", "context")  # the parts a source's own split may assign
+
+
 @dataclasses.dataclass(frozen=True)
 class Interactions:
   """Columnar interactions of one domain, integer-coded.
@@ -141,6 +144,15 @@ class Interactions:
   item: np.ndarray  # [N] int32
   rating: np.ndarray  # [N] float32
   time: np.ndarray  # [N] int64
+  # [N] object array of str in PARTS: a source's own split (`splits.given_split`); None = none.
+  part: np.ndarray | None = None
+
+  def __post_init__(self):
+    if self.part is not None and len(self.part) != len(self.user):
+      raise DataError(f"Interactions.part has {len(self.part)} rows, the table {len(self.user)}")
+    if self.part is not None and not np.isin(self.part, PARTS).all():
+      bad = sorted(set(np.asarray(self.part).tolist()) - set(PARTS))
+      raise DataError(f"Interactions.part: unknown parts {bad[:5]} (allowed: {PARTS})")
 
   def __len__(self) -> int:
     return len(self.user)
@@ -152,7 +164,8 @@ class Interactions:
   def take(self, rows: np.ndarray) -> "Interactions":
     """A subset of rows (boolean mask or indices); the user vocabulary is kept."""
     return dataclasses.replace(self, user=self.user[rows], item=self.item[rows],
-                               rating=self.rating[rows], time=self.time[rows])
+                               rating=self.rating[rows], time=self.time[rows],
+                               part=None if self.part is None else self.part[rows])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -238,10 +251,12 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
                  on_error: OnError = "raise", on_duplicate: OnDuplicate | None = None,
                  on_repeat: OnDuplicate | None = None,
                  origin: tuple[str, np.ndarray] | None = None,
-                 skipped: SkipReport | None = None) -> Domain:
+                 skipped: SkipReport | None = None,
+                 parts: Sequence[str] | None = None) -> Domain:
   """Validate raw string-keyed interaction columns and encode them against `items`.
 
   Args:
+    parts: a source's own split, per row one of PARTS (`Interactions.part`, `split='given'`).
     ratings: None for implicit feedback (every row is a positive with rating 1).
     origin: (file path, [N] line numbers) so that errors point at the raw line.
     on_error: "raise" stops at the first bad row; "skip" drops it and counts it per reason.
@@ -310,8 +325,11 @@ def build_domain(name: str, *, user_ids: Sequence[str], item_ids: Sequence[str],
   # Re-code users over the kept rows only (a user whose rows were all skipped disappears).
   present, user_code = np.unique(user_all[keep], return_inverse=True)
   vocab = user_vocab[present]
+  if parts is not None and len(parts) != n:
+    raise DataError(f"domain {name!r}: parts has {len(parts)} rows, the columns {n}")
   inter = Interactions(user_ids=vocab.astype(object), user=user_code.astype(np.int32),
                        item=item_row[keep].astype(np.int32),
-                       rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64))
+                       rating=rating[keep].astype(np.float32), time=time[keep].astype(np.int64),
+                       part=None if parts is None else np.asarray(parts, object)[keep])
   return Domain(name=name, items=items, interactions=inter, scale=scale, time_kind=time_kind,
                 skipped=report)

@@ -16,6 +16,7 @@ Real data (Book-Crossing, Amazon Food/Kitchen) is read from `data_dir`: the argu
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import os
@@ -51,14 +52,37 @@ class Source:
 
 
 _REGISTRY: dict[str, Source] = {}
+# load_cached's memo: (name, data_dir, cache_dir) -> data, the newest last; a few pairs at most.
+_LOADED: collections.OrderedDict[tuple[str, str, str], CrossDomainData] = collections.OrderedDict()
+_LOADED_MAX = 2
 
 
 def register_source(name: str, fn: SourceFn, description: str = "", *,
                     overwrite: bool = False) -> None:
-  """Adds a dataset: `fn(*, data_dir, cache_dir, **kw) -> CrossDomainData`."""
+  """Adds a dataset: `fn(*, data_dir, cache_dir, **kw) -> CrossDomainData`.
+
+  Re-registering a name (overwrite=True) forgets what `load_cached` memoised for it, so the next
+  `prepare_data` in the same process reads the new source, not the old one's data."""
   if name in _REGISTRY and not overwrite:
     raise ValueError(f"source {name!r} is already registered (pass overwrite=True to replace it)")
   _REGISTRY[name] = Source(name, fn, description or (fn.__doc__ or "").strip().split("\n")[0])
+  for key in [k for k in _LOADED if k[0] == name]:
+    del _LOADED[key]
+
+
+def load_cached(name: str, data_dir: str | os.PathLike | None = None,
+                cache_dir: str | os.PathLike | None = None) -> CrossDomainData:
+  """`load_source`, memoised per process (notebooks and in-process test runs prepare many configs
+  of one pair; CrossDomainData is frozen and everything downstream builds new arrays)."""
+  key = (name, str(data_dir or ""), str(cache_dir or ""))
+  if key in _LOADED:
+    _LOADED.move_to_end(key)
+    return _LOADED[key]
+  data = load_source(name, data_dir=data_dir or None, cache_dir=cache_dir or None)
+  _LOADED[key] = data
+  while len(_LOADED) > _LOADED_MAX:
+    _LOADED.popitem(last=False)
+  return data
 
 
 def list_sources() -> dict[str, str]:

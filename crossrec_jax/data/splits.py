@@ -20,7 +20,8 @@ it, and the example itself never is. Visible (`visible_rows`): train examples se
 or not: an unlabelled row is an interaction whose rating is hidden, see `examples.py`); valid
 examples see train rows; test examples see train rows, plus valid rows only with
 `test_sees_valid=True` (off by default, so a test example's history never contains held-out data).
-Rows removed for cold-start users are visible to nobody.
+Rows removed for cold-start users are visible to nobody. A source's context rows (`Split.context`,
+`given_split`) are visible to every example, with their ratings, and are never examples.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 
 from crossrec_jax.data import schema
 
-SplitKind = Literal["loo", "ratio", "random"]
+SplitKind = Literal["loo", "ratio", "random", "given"]
 Which = Literal["train", "valid", "test"]
 _EMPTY = np.zeros(0, np.int64)
 
@@ -42,7 +43,8 @@ class Split:
   """One domain's split: ascending int64 row indices into `domain.interactions`.
 
   Attributes:
-    kind: "loo" (temporal leave-one-out), "ratio" (temporal per-user ratio) or "random".
+    kind: "loo" (temporal leave-one-out), "ratio" (temporal per-user ratio), "random" or
+      "given" (the source's own assignment, `given_split`).
     train, valid, test: disjoint row indices.
     train_labelled: [len(train)] bool, aligned with `train`: rows whose rating may be used as a
       training label (and shown in histories). Unlabelled rows stay in `train`: their text still
@@ -51,6 +53,8 @@ class Split:
       every row.
     cold_users: user codes whose training rows were removed (`apply_cold_start`).
     label_fraction: the fraction `train_labelled` was drawn with (1.0: all labelled).
+    context: rows that are history only (a source's context rows, `given_split`): visible, with
+      their rating, in every example's history, never an example themselves.
     counts: policy counts (users_train_only, users_without_valid, cold rows, ...).
   """
 
@@ -63,9 +67,10 @@ class Split:
   cold_users: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
   label_fraction: float = 1.0
   counts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+  context: np.ndarray = dataclasses.field(default_factory=lambda: _EMPTY)
 
   def __post_init__(self):
-    for name in ("train", "valid", "test", "removed"):
+    for name in ("train", "valid", "test", "removed", "context"):
       rows = np.asarray(getattr(self, name), np.int64)
       if rows.ndim != 1 or (np.diff(rows) <= 0).any():
         raise ValueError(f"Split.{name} must be strictly ascending 1-D row indices")
@@ -75,9 +80,9 @@ class Split:
       raise ValueError(f"Split.train_labelled has shape {labelled.shape}, "
                        f"train has {self.train.shape}")
     object.__setattr__(self, "train_labelled", labelled)
-    every = np.concatenate([self.train, self.valid, self.test, self.removed])
+    every = np.concatenate([self.train, self.valid, self.test, self.removed, self.context])
     if len(np.unique(every)) != len(every):
-      raise ValueError("Split.train/valid/test/removed overlap")
+      raise ValueError("Split.train/valid/test/removed/context overlap")
 
   def rows(self, which: Which) -> np.ndarray:
     return {"train": self.train, "valid": self.valid, "test": self.test}[which]
@@ -89,7 +94,9 @@ class Split:
   def summary(self) -> str:
     return (f"{self.kind} split: train {len(self.train)} "
             f"({int(self.train_labelled.sum())} labelled, fraction {self.label_fraction:g}), valid {len(self.valid)}, test {len(self.test)}, "
-            f"removed {len(self.removed)}; {dict(self.counts)}")
+            f"removed {len(self.removed)}"
+            + (f", context {len(self.context)}" if len(self.context) else "")
+            + f"; {dict(self.counts)}")
 
 
 # ----------------------------------------------------------------------------- orders
@@ -256,18 +263,40 @@ def random_split(domain: schema.Domain, fractions: tuple[float, float, float] = 
                test=np.sort(perm[n_train + n_valid:]), train_labelled=np.ones(len(train), bool))
 
 
+def given_split(domain: schema.Domain) -> Split:
+  """The source's own assignment of rows (`Interactions.part`: 'train' | 'valid' | 'test' |
+  'context'), for benchmarks that come with a fixed split. Context rows are history only."""
+  part = domain.interactions.part
+  if part is None:
+    raise ValueError(f"data.split='given': domain {domain.name!r} has no Interactions.part "
+                     "(its source does not supply a split)")
+  rows = {p: np.flatnonzero(part == p) for p in schema.PARTS}
+  return Split(kind="given", train=rows["train"], valid=rows["valid"], test=rows["test"],
+               train_labelled=np.ones(len(rows["train"]), bool), context=rows["context"])
+
+
 def make_split(domain: schema.Domain, kind: SplitKind, *, seed: int = 0,
-               label_fraction: float = 1.0, label_seed: int | None = None) -> Split:
-  """One call for configs: the split of `kind`, then `with_label_fraction`."""
-  if kind == "loo":
+               label_fraction: float = 1.0, label_seed: int | None = None,
+               label_count: int = 0) -> Split:
+  """One call for configs: the split of `kind`, then `with_label_fraction` (or, with
+  `label_count` > 0, `with_label_count`: exactly that many labelled training rows)."""
+  if kind == "given":
+    split = given_split(domain)
+  elif kind == "loo":
     split = temporal_loo(domain)
   elif kind == "ratio":
     split = temporal_ratio(domain)
   elif kind == "random":
     split = random_split(domain, seed=seed)
   else:
-    raise ValueError(f"split kind must be 'loo', 'ratio' or 'random', got {kind!r}")
-  return with_label_fraction(split, label_fraction, seed=seed if label_seed is None else label_seed)
+    raise ValueError(f"split kind must be 'loo', 'ratio', 'random' or 'given', got {kind!r}")
+  label_seed = seed if label_seed is None else label_seed
+  if label_count > 0:
+    if label_fraction != 1.0:
+      raise ValueError(f"data.label_count={label_count} and data.label_fraction={label_fraction}: "
+                       "give one of them (label_fraction 1.0 with a label_count)")
+    return with_label_count(split, label_count, seed=label_seed)
+  return with_label_fraction(split, label_fraction, seed=label_seed)
 
 
 # ----------------------------------------------------------------------------- labels, cold start
@@ -288,20 +317,18 @@ def with_label_fraction(split: Split, fraction: float, seed: int = 0) -> Split:
   return dataclasses.replace(split, train_labelled=labelled, label_fraction=float(fraction))
 
 
-def cold_start_users(domain: schema.Domain, split: Split, *, fraction: float | None = None,
-                     n: int | None = None, seed: int = 0) -> np.ndarray:
-  """Draw cold-start target users: sorted user codes, among users with a valid or test row.
+def with_label_count(split: Split, count: int, seed: int = 0) -> Split:
+  """Mark exactly `count` training rows labelled: a prefix of the same permutation as
+  `with_label_fraction`, so for one seed K shots are nested in 2K shots (16 within 64).
 
-  Give exactly one of `fraction` (of those users, rounded) or `n`.
-  """
-  if (fraction is None) == (n is None):
-    raise ValueError("give exactly one of fraction= or n=")
-  inter = domain.interactions
-  eligible = np.unique(inter.user[np.concatenate([split.valid, split.test])]).astype(np.int32)
-  count = int(round(fraction * len(eligible))) if fraction is not None else int(n)
-  if not 0 <= count <= len(eligible):
-    raise ValueError(f"asked for {count} cold-start users, only {len(eligible)} have eval rows")
-  return np.sort(np.random.default_rng(seed).choice(eligible, count, replace=False))
+  Only the labels of training rows are hidden; context rows keep their ratings in histories."""
+  n = len(split.train)
+  if not 0 <= count <= n:
+    raise ValueError(f"data.label_count={count}: the split has {n} training rows")
+  labelled = np.zeros(n, bool)
+  labelled[np.random.default_rng(seed).permutation(n)[:count]] = True
+  return dataclasses.replace(split, train_labelled=labelled,
+                             label_fraction=float(count) / max(n, 1))
 
 
 def apply_cold_start(domain: schema.Domain, split: Split, users: np.ndarray) -> Split:
@@ -328,10 +355,11 @@ def apply_cold_start(domain: schema.Domain, split: Split, users: np.ndarray) -> 
 
 def visible_rows(split: Split, which: Which, test_sees_valid: bool = False) -> np.ndarray:
   """Rows an example of split part `which` may see in its history (see the module docstring)."""
+  seen = np.union1d(split.train, split.context) if len(split.context) else split.train
   if which in ("train", "valid"):
-    return split.train
+    return seen
   if which == "test":
-    return np.union1d(split.train, split.valid) if test_sees_valid else split.train
+    return np.union1d(seen, split.valid) if test_sees_valid else seen
   raise ValueError(f"which must be 'train', 'valid' or 'test', got {which!r}")
 
 

@@ -23,14 +23,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from crossrec_jax import hf_files
+
 _FORMAT = b"crossrec-token-cache-v1\0"
 
 
 def load_tokenizer(path: str | os.PathLike | None = None):
   """The checkpoint's fast tokenizer, offline (default: the packaged all-MiniLM-L6-v2)."""
-  # Deferred: hf_import pulls in jax/flax, which plain text preparation does not need otherwise.
-  from crossrec_jax.models import hf_import  # pylint: disable=g-import-not-at-top
-  return hf_import.load_tokenizer(path)
+  return hf_files.load_tokenizer(path)
 
 
 def _backend(tokenizer: Any):

@@ -303,7 +303,8 @@ def candidate_domain(domain: schema.Domain, rows: np.ndarray, candidates: np.nda
       user=np.concatenate([inter.user, inter.user[src]]),
       item=np.concatenate([inter.item, cands.reshape(-1)[cells].astype(inter.item.dtype)]),
       rating=np.concatenate([inter.rating, rating]),
-      time=np.concatenate([inter.time, inter.time[src]]))
+      time=np.concatenate([inter.time, inter.time[src]]),
+      part=None if inter.part is None else np.concatenate([inter.part, inter.part[src]]))
   new_rows = len(inter) + np.arange(len(cells), dtype=np.int64)
   return dataclasses.replace(domain, interactions=extra), new_rows, cells
 
@@ -452,13 +453,6 @@ class Evaluator:
       kw["full_scores"] = self._run(score_fn, w, "full")
       out.update(plan_metrics(self.plan, w, **kw))
     return out
-
-  def features(self, feature_fn: Callable[[Mapping[str, np.ndarray]], Any], which: str = "test"
-               ) -> np.ndarray:
-    """[N, H] pooled features of the part's rating examples (for PCA / proxy A-distance)."""
-    from crossrec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    ex = self.sets[(which, "rating")][0]
-    return collect(feature_fn, pipeline.eval_batches(ex, self.batch), len(ex))
 
 
 # ----------------------------------------------------------------------------- domain separability

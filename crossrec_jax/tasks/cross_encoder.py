@@ -59,7 +59,8 @@ def make_eval_step(graphdef: nnx.GraphDef, rng_state: nnx.State, rest: nnx.State
 def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
              scale: Any, put: Callable[[Any], Any] = lambda b: b,
              rest: Any = None) -> dict[str, float]:
-  """Rating RMSE / MAE on the domain's own scale over every valid row of `batches`.
+  """Rating RMSE / MAE (and AUC of like = rating above the scale's midpoint, where both classes
+  occur) on the domain's own scale over every valid row of `batches`.
 
   `rest`: the model's non-parameter state to evaluate with (None: the eval step's own).
 
@@ -84,6 +85,9 @@ def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batche
     return result
   pred = scale.denormalise(pred)
   result.update(rmse=metrics_lib.rmse(pred, true), mae=metrics_lib.mae(pred, true))
+  like = true > 0.5 * (scale.low + scale.high)  # as eval/evaluate.py's default AUC threshold
+  if like.any() and not like.all():  # AUC needs both classes (`train.select='auc'`)
+    result["auc"] = metrics_lib.auc(pred, like)
   return result
 
 

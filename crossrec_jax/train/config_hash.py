@@ -19,7 +19,7 @@ __all__ = ["RUNTIME_KEYS", "RUNTIME_SECTIONS", "config_hash", "config_diff"]
 # train.* keys that do not change the trajectory: a resumed run may change them.
 RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
                 "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
-                "compilation_cache_dir")
+                "compilation_cache_dir", "profile_steps")
 # Top-level keys a resumed run may change: the mesh (a checkpoint restores onto any mesh; the
 # trajectory then agrees to float rounding, tests/test_sharding_equivalence.py).
 RUNTIME_SECTIONS = ("mesh",)

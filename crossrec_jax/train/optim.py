@@ -24,6 +24,9 @@ The transformation is, in order:
 Schedules count the updates applied since `tx.init` (optax's own counters): `step` in
 `learning_rates(step)` is that number, 0 for the first update.
 
+LoRA adapters (`models/lora.py`) are labelled 'lora' wherever they sit (a 'lora' path segment,
+`DEFAULT_SEGMENT_GROUPS`): freezing 'encoder' then trains only the adapters and the heads.
+
 Weight decay (decoupled, AdamW) follows the BERT recipe: every parameter is decayed except biases
 and LayerNorm parameters. The rule used (`decay_mask`) is "ndim >= 2 and the path matches none of
 `DEFAULT_NO_DECAY_PATTERNS`": 1-D parameters (all biases, LayerNorm scales and biases) are never
@@ -46,7 +49,7 @@ import jax.numpy as jnp
 import optax
 
 __all__ = [
-    "DEFAULT_GROUP_PREFIXES", "DEFAULT_NO_DECAY_PATTERNS", "DECAY_KINDS", "GroupConfig",
+    "DEFAULT_GROUP_PREFIXES", "DEFAULT_SEGMENT_GROUPS", "DEFAULT_NO_DECAY_PATTERNS", "DECAY_KINDS", "GroupConfig",
     "Optimizer", "param_path_name", "label_params", "decay_mask", "lr_schedule", "make_optimizer",
 ]
 
@@ -58,6 +61,10 @@ DEFAULT_GROUP_PREFIXES: Mapping[str, str] = {
     "rating_head": "rating_head",
     "discriminator": "discriminator",
 }
+# A path segment -> group, winning over the prefixes: LoRA adapters (models/lora.py) live under
+# a 'lora' segment inside the encoder ('encoder/encoder/layer/0/attention/query/lora/a') but are
+# their own group, so a phase can freeze the base encoder and train only them.
+DEFAULT_SEGMENT_GROUPS: Mapping[str, str] = {"lora": "lora"}
 DEFAULT_NO_DECAY_PATTERNS: tuple[str, ...] = (r"(^|/)bias$", r"(?i)layer_?norm")
 DECAY_KINDS = ("cosine", "linear", "constant")
 
@@ -82,7 +89,8 @@ def param_path_name(path: Sequence[Any]) -> str:
   return "/".join(parts)
 
 
-def label_params(params: Any, prefixes: Mapping[str, str] | None = None) -> Any:
+def label_params(params: Any, prefixes: Mapping[str, str] | None = None,
+                 segment_groups: Mapping[str, str] | None = None) -> Any:
   """Optimiser-group label of every parameter, from its path.
 
   Args:
@@ -92,6 +100,8 @@ def label_params(params: Any, prefixes: Mapping[str, str] | None = None) -> Any:
       'encoder/embeddings'); the longest matching prefix wins. Default DEFAULT_GROUP_PREFIXES
       (top-level attributes encoder / rating_head / discriminator). A two-tower model adds e.g.
       {'user_tower': 'user_tower', 'item_projection': 'item_projection'}.
+    segment_groups: path segment -> group, checked before the prefixes (default
+      DEFAULT_SEGMENT_GROUPS: every LoRA parameter is in group 'lora').
 
   Returns:
     A pytree like `params` with a group name (str) at every leaf.
@@ -100,12 +110,16 @@ def label_params(params: Any, prefixes: Mapping[str, str] | None = None) -> Any:
     ValueError: listing the parameter paths that match no prefix.
   """
   prefixes = dict(DEFAULT_GROUP_PREFIXES if prefixes is None else prefixes)
+  segment_groups = dict(DEFAULT_SEGMENT_GROUPS if segment_groups is None else segment_groups)
   split = sorted(((tuple(p.strip("/").split("/")), g) for p, g in prefixes.items()),
                  key=lambda pg: -len(pg[0]))
   unmatched = []
 
   def label(path, _):
     segments = tuple(param_path_name(path).split("/"))
+    for segment, group in segment_groups.items():
+      if segment in segments:
+        return group
     for prefix, group in split:
       if segments[:len(prefix)] == prefix:
         return group

@@ -46,12 +46,16 @@ import numpy as np
 from flax import nnx
 
 from crossrec_jax import tasks as tasks_lib
+from crossrec_jax.data import fingerprint as fingerprint_lib
 from crossrec_jax.data import pipeline
 from crossrec_jax.train import checkpoint as checkpoint_lib
 from crossrec_jax.train import distributed
 from crossrec_jax.train import flops as flops_lib
 from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
+from crossrec_jax.train import profiling
+from crossrec_jax.train import selection
+from crossrec_jax.train import warm_start
 from crossrec_jax.train import schedules
 from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
@@ -160,11 +164,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if task is None:
     task = tasks_lib.make_task(config, data=data)
   model = task.build_model(nnx.Rngs(seed))
+  # The data actually used (data/fingerprint.py): a resume on other tables is an error.
+  fingerprint = fingerprint_lib.data_fingerprint(task)
+  for record, ckpt_dir in ((meta, "checkpoints"), (best, "checkpoints_best")):
+    if record is not None and record.get("data_fingerprint", fingerprint) != fingerprint:
+      raise ValueError(
+          f"{workdir / ckpt_dir} was trained on data {record['data_fingerprint']} (source "
+          f"{record.get('config', {}).get('data', {}).get('source', '?')!r}); this run prepared "
+          f"data {fingerprint} (source {config.data.source!r}) under the same config: resume on "
+          "the same data, or use a new --workdir")
   # Counted on the built model (a pretrained encoder's sizes come from its checkpoint).
   flops_of = {(a.kind, u_s, u_t): task.step_flops(model, a, u_s, u_t)
               for a, u_s, u_t in {(phase_alignment(p), *phase_uses(p)) for p in phases}}
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
+  if config.model.get("init_from", ""):  # warm start from a finished run (train/warm_start.py)
+    params, rest = warm_start.restore_params(config.model.init_from, params, rest,
+                                             str(config.model.get("init_checkpoint", "auto")))
   labels = optim.label_params(params, {g: g for g in optimizer_groups(config)})
   # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
   # the default device without a partitioner.
@@ -187,9 +203,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         raise ValueError(f"train.select={config.train.select!r}: the target-valid evaluation "
                          f"reports {sorted(result_)}, not {select!r}")
       value = float(result_[select])
-      if best is None or value > best["value"]:
+      if best is None or selection.improves(select, value, best["value"]):
         best = {"metric": select, "value": value, "where": where_, "target_valid": result_,
-                "config_hash": chash}
+                "config_hash": chash, "data_fingerprint": fingerprint}
         best_saves += 1  # counted here: the previous save may still be in flight
         best_ckpt.save(best_saves, {"params": state_.params, "rest": state_.rest}, best)
     return state_, result_
@@ -205,6 +221,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   mesh_context = jax.set_mesh(mesh) if mesh is not None else contextlib.nullcontext()
   try:
     with mesh_context:
+      # One trace window over the run's global steps (config.train.profile_steps).
+      profiler = profiling.StepProfiler(tc.profile_steps, workdir, enabled=main_process)
       for p_i, phase in enumerate(phases):
         where = f"phases[{p_i}] ({phase.name!r})"
         if meta is not None and p_i < meta["phase_index"]:
@@ -313,7 +331,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           src, tgt = next(batches)
           # Batches are already on device: any transfer inside the step is a bug (a host
           # constant, a numpy argument) that would sync every step.
-          with jax.transfer_guard("disallow"):
+          with profiler.step(global_step + step + 1), jax.transfer_guard("disallow"):
             state, m = train_step(state, src, tgt)
           ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
@@ -328,9 +346,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                                           "global_step": global_step + step}, info)
           if do_ckpt:
             ckpt.save(global_step + step, state,
-                      _meta(p_i, phase, step, global_step + step, batches.get_state(),
-                            phase_results, chash, config))
+                      {**_meta(p_i, phase, step, global_step + step, batches.get_state(),
+                               phase_results, chash, config), "data_fingerprint": fingerprint})
         progress.close()
+        if p_i == len(phases) - 1:
+          profiler.close()  # a window past the last step ends with the run
         if hasattr(host_batches, "close"):
           host_batches.close()
         global_step += phase.steps
@@ -365,6 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         final[name] = evaluator(name, params, rest)
         writer.write(name, global_step, {"phase": "final"}, final[name])
     final["data"] = task.report
+    final["data_fingerprint"] = fingerprint
     final["wall_s"] = time.time() - t_start
     if main_process:
       (workdir / "final_metrics.json").write_text(json.dumps(final, indent=2, default=str))

@@ -1,0 +1,64 @@
+"""What a finished trainer run gives back to the study.
+
+Two ways, one per kind of scoring:
+  * `final_metrics(run_dir)`: what the run's own evaluator wrote (final_metrics.json: the test
+    metrics of the selected parameters). Task-agnostic: any architecture whose task evaluates
+    'target_test' at the end of its run is scored this way (the bi-encoder).
+  * `restore_final(config, run_dir)`: the parameters at the end of the last phase, restored into
+    the cross-encoder's eval step, for the study's own protocol (`study/cell.Cell.score`) and its
+    feature panels.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import ml_collections
+
+
+def final_metrics(run_dir: pathlib.Path, split: str = "target_test",
+                  prefix: str = "test/") -> dict[str, float]:
+  """`split`'s metrics in `run_dir`/final_metrics.json, keys prefixed (e.g. 'test/NDCG@10')."""
+  path = pathlib.Path(run_dir) / "final_metrics.json"
+  if not path.exists():
+    raise FileNotFoundError(f"{path}: not a finished run (the trainer writes it at the end)")
+  final = json.loads(path.read_text())
+  if split not in final:
+    raise KeyError(f"{path}: has no {split!r} evaluation (has {sorted(final)}); the run's "
+                   "train.final_eval must include it")
+  return {f"{prefix}{k}": float(v) for k, v in final[split].items()
+          if isinstance(v, (int, float))}
+
+
+def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
+  """(eval_step, params) of a finished trainer run, from its last checkpoint.
+
+  The model is rebuilt from the config; `train/warm_start.restore_final` restores the train
+  state at the end of the last phase into it.
+  """
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
+
+  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  rating_output = model.rating_output
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
+  eval_step = ce_task.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
+  return eval_step, state.params
+
+
+def initial_model(config: ml_collections.ConfigDict):
+  """(eval_step, params) of the untrained model (pretrained encoder, fresh heads)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
+  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  return ce_task.make_eval_step(graphdef, rng_state, rest,
+                                 rating_output=model.rating_output), params
+

@@ -1,0 +1,139 @@
+"""LoRA vs full fine-tuning at a preset's shapes: trainable parameters, step time, memory.
+
+Not an experiment config (no get_config): a benchmark script. The preset's cross-encoder (cpu:
+all-MiniLM-L6-v2 truncated to 2 layers, hidden 384; batch 32 + 32 at length 96) runs one joint
+train step (source + target rating losses, one backward, clipping, per-group AdamW) in three
+variants:
+
+  full        every encoder parameter trains (the finetune experiment);
+  lora        rank-8 adapters on all attention and MLP projections, the base encoder frozen
+              (`optimizer.encoder` -> optax.set_to_zero: no Adam state), heads train;
+  lora/domain the same with one adapter set per domain (experiments/lora.py with per_domain).
+
+Step time: rounds of `--steps` steps alternate between the variants (load from other processes
+hits all alike); the median round is reported, and its ratio to `full`. Memory: XLA's own
+accounting of the compiled step (`compiled.memory_analysis()`): arguments (parameters, optimiser
+state, batches), temporaries (activations kept for the backward, workspace), and their sum minus
+donated (aliased) buffers as the step's peak.
+
+  python experiments/bench_lora.py [--preset cpu] [--rank 8] [--steps 3] [--repeats 5]
+
+Measured on the shared 2-core x86 CPU (jax 0.10.2, float32, preset cpu, rank 8), 2026-12-01,
+two runs while other engineers' tests loaded the machine (load average 18.8 -> 25.2, then
+14.9 -> 7.6), so absolute times are depressed and noisy; read the ratios:
+
+  command                              variant      trainable  s/step  vs full  args MiB  temp MiB  peak MiB
+  bench_lora.py --steps 2 --repeats 4  full        15,812,994  15.127     1.00     181.0     876.8    1057.8
+    (load 18.8 -> 25.2)                lora           308,226  16.900     1.12      63.2     970.9    1034.1
+                                       lora/domain    418,818  15.871     1.05      64.4    1043.6    1108.0
+  bench_lora.py --steps 2 --repeats 5  full        15,812,994   7.670     1.00     181.0     876.8    1057.8
+    (load 14.9 -> 7.6)                 lora           308,226   8.566     1.12      63.2     970.9    1034.1
+                                       lora/domain    418,818   8.282     1.08      64.4    1043.6    1108.0
+
+(params 15.8M in all; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
+"trainable" is the two heads). LoRA trains 2% of the parameters and drops the encoder's Adam
+state (arguments 181 -> 63 MiB), but the step is no faster and its peak memory barely smaller:
+train/step.py differentiates every parameter (`jax.grad` over all params, and the logged
+grad_norm keeps the frozen encoder's weight gradients alive), so the base's weight-gradient
+matmuls and buffers are still computed. Compiled alone, the same LoRA forward + backward costs
+142.5 GFLOP / 931 MiB temporaries with gradients for all parameters and 93.3 GFLOP / 850 MiB
+with gradients for the adapters only (scratch check, same shapes): differentiating only the
+trainable groups in the step would cut about a third of LoRA's step FLOPs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+import optax
+from flax import nnx
+
+from crossrec_jax import config_base
+from crossrec_jax.models import lora as lora_lib
+from crossrec_jax.models import recommender
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
+from crossrec_jax.train import optim
+from crossrec_jax.train import state as state_lib
+from crossrec_jax.train import step as step_lib
+from crossrec_jax.train import trainer
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+# The same synthetic (source, target) batches as the torch comparison (all tokens real).
+from bench_train_step import batches  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def variant(preset: str, rank: int, per_domain: bool):
+  """(step runner, trainable parameter count, memory analysis) of one variant."""
+  config = config_base.base_config(preset)
+  config.model.encoder.lora.update(dict(rank=rank, per_domain=per_domain))
+  model = recommender.build_recommender(config.model, rngs=nnx.Rngs(0))
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  frozen = ("encoder",) if rank else ()
+  phase = config_base.phase("bench", 1000, source=1.0, target=1.0, frozen=frozen)
+  labels = optim.label_params(params, {g: g for g in trainer.optimizer_groups(config)})
+  opt = trainer.phase_optimizer(config, phase, labels, "bench")
+  trainable = sum(int(np.prod(v.shape)) for v, g in zip(jax.tree.leaves(params),
+                                                        jax.tree.leaves(labels))
+                  if g not in frozen)
+  fn = step_lib.make_train_step(
+      graphdef, rng_state, opt, weights={k: optax.constant_schedule(w) for k, w in
+                                         (("source", 1.0), ("target", 1.0), ("domain", 0.0))},
+      lam=optax.constant_schedule(0.0), alignment=losses.make_alignment("none"),
+      objective=ce_objective.objective(losses.make_alignment("none"), "regression"),
+      rng_impl=config.train.dropout_rng_impl)
+  holder = {"state": state_lib.init_train_state(
+      params, opt.tx, state_lib.make_rng(0, impl=config.train.dropout_rng_impl), rest)}
+  src, tgt = batches(int(config.data.batch_size), int(max(config.data.buckets)), seed=0)
+  memory = fn.lower(holder["state"], src, tgt).compile().memory_analysis()
+
+  def run(steps: int) -> None:
+    for _ in range(steps):
+      holder["state"], _ = fn(holder["state"], src, tgt)
+    jax.block_until_ready(holder["state"])
+
+  n_lora = lora_lib.lora_param_count(model)
+  return run, trainable, n_lora, memory, sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--preset", default="cpu")
+  parser.add_argument("--rank", type=int, default=8)
+  parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
+  parser.add_argument("--repeats", type=int, default=5, help="timed rounds per variant")
+  args = parser.parse_args()
+  variants = {"full": (0, False), "lora": (args.rank, False), "lora/domain": (args.rank, True)}
+  built = {name: variant(args.preset, r, d) for name, (r, d) in variants.items()}
+  for run, *_ in built.values():
+    run(2)  # compile + warm-up
+  times = {name: [] for name in built}
+  for _ in range(args.repeats):
+    for name, (run, *_rest) in built.items():
+      t = time.perf_counter()
+      run(args.steps)
+      times[name].append((time.perf_counter() - t) / args.steps)
+  mib = 1 / 2 ** 20
+  base = statistics.median(times["full"])
+  print(f"preset {args.preset}, rank {args.rank}, load average {os.getloadavg()[0]:.1f}, "
+        f"jax {jax.__version__} on {jax.devices()[0].platform}")
+  print(f"{'variant':<12} {'params':>10} {'trainable':>10} {'lora':>8} {'s/step':>7} "
+        f"{'vs full':>7} {'args MiB':>9} {'temp MiB':>9} {'peak MiB':>9}")
+  for name, (_, trainable, n_lora, mem, total) in built.items():
+    t = statistics.median(times[name])
+    peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+            - mem.alias_size_in_bytes)
+    print(f"{name:<12} {total:>10,} {trainable:>10,} {n_lora:>8,} {t:>7.3f} {t / base:>7.2f} "
+          f"{mem.argument_size_in_bytes * mib:>9.1f} {mem.temp_size_in_bytes * mib:>9.1f} "
+          f"{peak * mib:>9.1f}")
+
+
+if __name__ == "__main__":
+  main()
