@@ -119,7 +119,7 @@ def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collect
 
   # ---------------------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict(dict(
-      kind="cross_encoder",  # see `kind` above
+      kind="cross_encoder",  # the task (tasks/): 'cross_encoder' | 'bi_encoder' | a registered one
       init_from="",  # a finished run's directory: warm start from its checkpoint (train/warm_start.py)
       init_checkpoint="auto",  # 'best' (checkpoints_best/) | 'final' | 'auto' (best if kept)
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
@@ -147,6 +147,7 @@ def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collect
       keep_checkpoints=2,
       check_finite_every_step=False,  # sync every step to stop at the first NaN
       dropout_rng_impl="rbg",
+      grad_accum_steps=1,       # micro-batches per step (gradients averaged, one update)
       final_eval=("target_valid", "target_test"),
       progress_bar=True,
       tensorboard=True,

@@ -58,7 +58,8 @@ from flax import nnx
 from crossrec_jax import config_base
 from crossrec_jax.models import lora as lora_lib
 from crossrec_jax.models import recommender
-from crossrec_jax.train import losses
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
@@ -86,7 +87,8 @@ def variant(preset: str, rank: int, per_domain: bool):
       graphdef, rng_state, opt, weights={k: optax.constant_schedule(w) for k, w in
                                          (("source", 1.0), ("target", 1.0), ("domain", 0.0))},
       lam=optax.constant_schedule(0.0), alignment=losses.make_alignment("none"),
-      rating_output="regression", rng_impl=config.train.dropout_rng_impl)
+      objective=ce_objective.objective(losses.make_alignment("none"), "regression"),
+      rng_impl=config.train.dropout_rng_impl)
   holder = {"state": state_lib.init_train_state(
       params, opt.tx, state_lib.make_rng(0, impl=config.train.dropout_rng_impl), rest)}
   src, tgt = batches(int(config.data.batch_size), int(max(config.data.buckets)), seed=0)

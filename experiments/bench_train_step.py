@@ -97,7 +97,8 @@ import torch
 
 from crossrec_jax import config_base
 from crossrec_jax.models import recommender
-from crossrec_jax.train import losses
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
@@ -144,7 +145,8 @@ def jax_step(config, model):
       weights={k: optax.constant_schedule(w) for k, w in zip(("source", "target", "domain"),
                                                              WEIGHTS)},
       lam=optax.constant_schedule(LAM), alignment=losses.make_alignment("dann"),
-      rating_output="regression", rng_impl=config.train.dropout_rng_impl)
+      objective=ce_objective.objective(losses.make_alignment("dann"), "regression"),
+      rng_impl=config.train.dropout_rng_impl)
   holder = {"state": state_lib.init_train_state(
       params, opt.tx, state_lib.make_rng(0, impl=config.train.dropout_rng_impl), rest)}
 
@@ -176,7 +178,7 @@ def torch_step(config, model):
 def check(config, src, tgt) -> float:
   """|first-step loss difference| between JAX and torch with dropout off."""
   config = no_dropout(config)
-  model = recommender.build_recommender(config.model, rngs=nnx.Rngs(0))
+  model = recommender.build_cross_encoder(config.model, rngs=nnx.Rngs(0))
   torch_loss = torch_step(config, model)(torch_ref.to_torch(src), torch_ref.to_torch(tgt), 1)
   jax_metrics = jax_step(config, model)(src, tgt, 1)
   return abs(float(jax_metrics["loss"]) - torch_loss["loss"])
@@ -190,7 +192,7 @@ def bench_preset(preset: str, steps: int, repeats: int, warmup: int, do_check: b
   batch_size, seq = int(config.data.batch_size), int(max(config.data.buckets))
   src, tgt = batches(batch_size, seq, seed=0)
   diff = check(config, src, tgt) if do_check else float("nan")
-  model = recommender.build_recommender(config.model, rngs=nnx.Rngs(0))
+  model = recommender.build_cross_encoder(config.model, rngs=nnx.Rngs(0))
   runs = {"jax": jax_step(config, model), "torch": torch_step(config, model)}
   inputs = {"jax": (src, tgt), "torch": (torch_ref.to_torch(src), torch_ref.to_torch(tgt))}
   t0 = time.perf_counter()

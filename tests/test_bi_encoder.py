@@ -1,5 +1,6 @@
 """The bi-encoder: towers' shapes and masks, id modes, the shared compiled step (one trace per
-phase), DANN through gradient reversal, the trainable item tower, optimiser groups, the builder."""
+phase), DANN through gradient reversal, the trainable item tower, optimiser groups, the builder
+(the objective: objectives/bi_encoder.py)."""
 
 import jax
 import jax.numpy as jnp
@@ -12,12 +13,14 @@ from crossrec_jax import config_base
 from crossrec_jax.data import bi_pipeline as bp
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import bi_encoder
-from crossrec_jax.models import recommender as recommender_lib
-from crossrec_jax.train import losses
+from crossrec_jax import tasks
+from crossrec_jax.objectives import bi_encoder as bi_objective
+from crossrec_jax.objectives import losses
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
+from crossrec_jax.tasks import bi_encoder as bi_task
 from test_bi_pipeline import make_domain
 
 TEXT_DIM = 8
@@ -32,6 +35,11 @@ def data():
           "target": bp.domain_history(tgt, np.arange(len(tgt.interactions)), cat)}
   table = np.random.default_rng(0).standard_normal((len(cat), TEXT_DIM)).astype(np.float32)
   return cat, hist, table
+
+
+def _objective(alignment="none", **rank):
+  """The bi-encoder's objective (`objectives/bi_encoder.py`) with `RankLoss(**rank)`."""
+  return bi_objective.objective(losses.make_alignment(alignment), bi_objective.RankLoss(**rank))
 
 
 def _model(n_items, table=None, encoder=None, **kw):
@@ -94,21 +102,20 @@ def test_domain_ids_and_catalogue_rows_give_the_same_loss(data):
   cat, hist, table = data
   # The table softmax over the domain's items (exclusive positives) is the sampled softmax with
   # every domain item as an explicit candidate, which is what catalogue-row batches carry.
-  model = _model(len(cat), table, item_id_embedding=True, exclusive_positives=True, in_batch=False)
+  model = _model(len(cat), table, item_id_embedding=True)
+  objective = _objective(exclusive_positives=True, in_batch=False)
   b = next(bp.train_batches(hist["target"], bp.BiBatchConfig(batch_size=4, history_len=4,
                                                               num_positives=5), seed=0))
-  align = losses.make_alignment("none")
   w = {"source": 0.0, "target": 1.0, "domain": 0.0}
-  local, _ = model.losses({"target": b}, 0.0, w, alignment=align, deterministic=True)
-  rows, _ = model.losses({"target": bp.to_catalogue_rows(b)}, 0.0, w, alignment=align,
-                         deterministic=True)
+  local, _ = objective(model, {"target": b}, 0.0, w, deterministic=True)
+  rows, _ = objective(model, {"target": bp.to_catalogue_rows(b)}, 0.0, w, deterministic=True)
   np.testing.assert_allclose(float(local), float(rows), rtol=1e-5)
   out = model(b)
   assert out["features"].shape == (4, 24) and out["rating"].shape == (4,)
   assert out["domain_logit"].shape == (4,) and out["score"].shape == (4,)
 
 
-def _train(model, phase_weights, alignment, batches, steps):
+def _train(model, phase_weights, alignment, batches, steps, **rank):
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   labels = optim.label_params(params, bi_encoder.OPTIMIZER_PREFIXES)
   groups = {g: optim.GroupConfig(lr=3e-3) for g in bi_encoder.OPTIMIZER_PREFIXES}
@@ -120,7 +127,7 @@ def _train(model, phase_weights, alignment, batches, steps):
       graphdef, rng_state, opt,
       weights={k: schedules.loss_weight_schedule(v) for k, v in phase_weights.items()},
       lam=schedules.dann_lambda(steps), alignment=losses.make_alignment(alignment),
-      rating_output="regression", use_source=use[0], use_target=use[1])
+      objective=_objective(alignment, **rank), use_source=use[0], use_target=use[1])
   history = []
   for _ in range(steps):
     src, tgt = next(batches)
@@ -138,9 +145,9 @@ def _pairs(hist, cfg, seed=0):
 def test_one_trace_per_phase_and_the_loss_falls(data):
   cat, hist, table = data
   cfg = bp.BiBatchConfig(batch_size=4, history_len=4, num_positives=5)
-  fn, history = _train(_model(len(cat), table, item_id_embedding=True, rating_weight=0.5),
+  fn, history = _train(_model(len(cat), table, item_id_embedding=True),
                        {"source": 1.0, "target": 1.0, "domain": 0.0}, "none",
-                       _pairs(hist, cfg), 12)
+                       _pairs(hist, cfg), 12, rating_weight=0.5)
   assert fn.num_traces == 1
   first = np.mean([m["loss"] for m in history[:3]])
   last = np.mean([m["loss"] for m in history[-3:]])
@@ -163,9 +170,9 @@ def test_dann_step_and_gradient_reversal(data):
 
     def loss(p):
       m = nnx.merge(graphdef, p, rng_state, rest)
-      return m.losses({"source": src, "target": tgt}, 1.0,
-                      {"source": 0.0, "target": 0.0, "domain": 1.0},
-                      alignment=losses.make_alignment("dann"), deterministic=True)[0]
+      return _objective("dann")(m, {"source": src, "target": tgt}, 1.0,
+                                {"source": 0.0, "target": 0.0, "domain": 1.0},
+                                deterministic=True)[0]
 
     g = jax.jit(jax.grad(loss))(params)
     grads.append(np.asarray(g["user_tower"]["mlp_out"]["kernel"][...]))
@@ -189,19 +196,18 @@ def test_trainable_item_tower_encodes_the_batch_items(data):
 
   def loss(p):
     m = nnx.merge(graphdef, p, rng_state, rest)
-    return m.losses({"target": batch}, 0.0, {"source": 0.0, "target": 1.0, "domain": 0.0},
-                    alignment=losses.make_alignment("none"), deterministic=True)[0]
+    return _objective()(m, {"target": batch}, 0.0, {"source": 0.0, "target": 1.0, "domain": 0.0},
+                        deterministic=True)[0]
 
   g = jax.jit(jax.grad(loss))(params)
   assert np.abs(np.asarray(g["encoder"]["pooler"]["kernel"][...])).max() == 0  # mean pooling
   assert np.abs(np.asarray(g["encoder"]["embeddings"]["word_embeddings"]["embedding"][...])).max() > 0
   cached = _model(len(cat), table)
   with pytest.raises(ValueError, match="without an encoder"):
-    cached.losses({"target": batch}, 0.0, {"source": 0.0, "target": 1.0, "domain": 0.0},
-                  alignment=losses.make_alignment("none"))
+    _objective()(cached, {"target": batch}, 0.0, {"source": 0.0, "target": 1.0, "domain": 0.0})
 
 
-def test_builder_through_the_recommender_registry():
+def test_builder_and_the_task_registry():
   cfg = config_base.base_config("tiny").model
   cfg.kind = "bi_encoder"
   cfg.pooling = "mean"
@@ -210,7 +216,10 @@ def test_builder_through_the_recommender_registry():
       item_hidden=8, item_dropout=0.0, item_id_embedding=True, history_len=3, user_layers=1,
       user_heads=2, user_hidden=8, user_dropout=0.1, use_rating=True, use_position=True,
       rating_weight=0.0, loss="bpr", in_batch=False, exclusive_positives=True))
-  model = recommender_lib.build_recommender(cfg, rngs=nnx.Rngs(0))
+  assert tasks.TASKS["bi_encoder"] is bi_task.BiEncoderTask  # what model.kind='bi_encoder' runs
+  model = bi_encoder.build_bi_encoder(cfg, rngs=nnx.Rngs(0))
+  rank = bi_objective.RankLoss.from_config(cfg.bi_encoder)
+  assert (rank.loss, rank.temperature, rank.in_batch) == ("bpr", 0.1, False)
   assert isinstance(model, bi_encoder.BiEncoderRecommender) and model.encoder is None
   model.set_item_text(np.random.default_rng(0).standard_normal((5, 64)).astype(np.float32))
   v = model.item_vectors(None)
@@ -220,4 +229,10 @@ def test_builder_through_the_recommender_registry():
                                           "discriminator"}
   cfg.bi_encoder.score = "l2"
   with pytest.raises(ValueError, match="bi_encoder.score"):
-    recommender_lib.build_recommender(cfg, rngs=nnx.Rngs(0))
+    bi_encoder.build_bi_encoder(cfg, rngs=nnx.Rngs(0))
+  cfg.bi_encoder.loss = "hinge"
+  with pytest.raises(ValueError, match="bi_encoder.loss"):
+    bi_objective.RankLoss.from_config(cfg.bi_encoder)
+  cfg.bi_encoder.update(dict(loss="bpr", temperature=0.0))
+  with pytest.raises(ValueError, match="bi_encoder.temperature"):
+    bi_objective.RankLoss.from_config(cfg.bi_encoder)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossrec_jax.train import bi_losses
+from crossrec_jax.objectives import retrieval as bi_losses  # the bi-encoder's retrieval losses
 
 
 def _np_softmax_loss(user, pos, pos_items, cand, cand_items, pos_logq, cand_logq, in_batch, t):

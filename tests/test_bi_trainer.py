@@ -1,7 +1,7 @@
 """The bi-encoder through the shared trainer: full-ranking evaluation, selection on valid, resume.
 
-Tiny preset on the real ML-1M -> ML-100K protocol (`data/bi_prepare.BiPreparedData`; the data is
-prepared once per module and shared).
+Tiny preset on the real ML-1M -> ML-100K protocol (`data/bi_prepare.BiPreparedData`, prepared once
+per module and shared) through the bi-encoder task (`tasks/bi_encoder.py`).
 """
 
 import json
@@ -14,6 +14,7 @@ from flax import nnx
 
 from crossrec_jax import config_base
 from crossrec_jax import configs
+from crossrec_jax import tasks
 from crossrec_jax.data import bi_prepare
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
@@ -43,17 +44,21 @@ class _Killed(Exception):
   pass
 
 
-class _KillAfter:
-  """`data` whose training batches raise after `n` batches (a crash mid-phase)."""
+def _task(config, data):
+  return tasks.make_task(config, data=data)
 
-  def __init__(self, data, n):
-    self._data, self._n = data, n
+
+class _KillAfter:
+  """A task whose training batches raise after `n` batches (a crash mid-phase)."""
+
+  def __init__(self, task, n):
+    self._task, self._n = task, n
 
   def __getattr__(self, name):
-    return getattr(self._data, name)
+    return getattr(self._task, name)
 
   def train_batches(self, **kwargs):
-    it, n = self._data.train_batches(**kwargs), self._n
+    it, n = self._task.train_batches(**kwargs), self._n
 
     class Dying:
       def __init__(self):
@@ -78,26 +83,29 @@ class _KillAfter:
 
 
 class _Scored:
-  """`data` whose evaluator adds 'stay' = -squared distance of the parameters from `start`: a
+  """A task whose evaluator adds 'stay' = -squared distance of the parameters from `start`: a
   pure function of the parameters that (with Adam's steady steps) is best at the first
   evaluation, so the selection lands before a later resume point."""
 
-  def __init__(self, data, start):
-    self._data, self._start = data, start
+  def __init__(self, task, start):
+    self._task, self._start = task, start
 
   def __getattr__(self, name):
-    return getattr(self._data, name)
+    return getattr(self._task, name)
 
-  def make_evaluator(self, graphdef, rng_state):
-    real = self._data.make_evaluator(graphdef, rng_state)
+  def make_evaluator(self, *args, **kwargs):
+    real = self._task.make_evaluator(*args, **kwargs)
     start = self._start
 
-    def evaluate(split, params, rest):
-      dist = sum(float(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
-                 for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(start)))
-      return {**real(split, params, rest), "stay": -dist}
+    class Evaluator:
+      refresh = real.refresh
 
-    return evaluate
+      def __call__(self, split, params, rest):
+        dist = sum(float(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
+                   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(start)))
+        return {**real(split, params, rest), "stay": -dist}
+
+    return Evaluator()
 
 
 def _final_state(workdir):
@@ -144,23 +152,24 @@ def test_two_phases_rank_select_and_compile_once(tmp_path, data, items_dir):
 def test_killed_mid_phase_resumes_to_the_same_selection_and_params(tmp_path, data, items_dir):
   config = _config("target_only", items_dir, eval_every=1, checkpoint_every=3,
                    select="target_valid/stay")
-  model = data.build_model(config.model, rngs=nnx.Rngs(int(config.seed)))
+  task = _task(config, data)
+  model = task.build_model(nnx.Rngs(int(config.seed)))
   start = jax.device_get(state_lib.split_model(model).params)
-  scored = _Scored(data, start)
+  scored = _Scored(task, start)
 
-  reference = trainer.train_and_evaluate(config, tmp_path / "reference", data=scored)
+  reference = trainer.train_and_evaluate(config, tmp_path / "reference", task=scored)
   # The premise: the best evaluation (step 1) comes before the resume point (step 3), so only
   # the stored best checkpoint can tell the resumed run about it.
   assert reference["selected_at"] == {"phase": "target", "step": 1, "global_step": 1}
 
   resumed_dir = tmp_path / "resumed"
   with pytest.raises(_Killed):  # prefetch is 2 ahead: steps 1-4 ran, checkpoint 3 was written
-    trainer.train_and_evaluate(config, resumed_dir, data=_KillAfter(scored, 6))
+    trainer.train_and_evaluate(config, resumed_dir, task=_KillAfter(scored, 6))
   assert sorted(int(p.name) for p in (resumed_dir / "checkpoints").iterdir()
                 if p.name.isdigit()) == [3]
   assert not (resumed_dir / "final_metrics.json").exists()
 
-  resumed = trainer.train_and_evaluate(config, resumed_dir, data=scored)
+  resumed = trainer.train_and_evaluate(config, resumed_dir, task=scored)
   assert resumed["selected_at"] == reference["selected_at"]
   assert resumed["selected"] == reference["selected"]
   assert resumed["target_test"] == reference["target_test"]
@@ -230,10 +239,11 @@ def test_trainable_item_tower_trains_the_encoder_and_refreshes_the_table(tmp_pat
     bi_prepare.BiPreparedData(config)
   config.data.bi.update(dict(mode="interaction", negatives="uniform", num_negatives=8))
   data = bi_prepare.BiPreparedData(config)
-  initial = data.load_items()  # the same seed and cache: what build_model starts from
+  task = _task(config, data)
+  initial = task.load_items()  # the same seed and cache: what build_model starts from
   encoder_before = _leaves(nnx.state(initial["encoder"], nnx.Param))
   table_before = np.asarray(initial["table"])
-  final = trainer.train_and_evaluate(config, tmp_path, data=data)
+  final = trainer.train_and_evaluate(config, tmp_path, task=task)
   assert set(final["target_test"]) >= RANKING
   assert [p["step_traces"] for p in final["phases"]] == [1]
   _, state = _final_state(tmp_path)

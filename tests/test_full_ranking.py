@@ -90,7 +90,8 @@ SHARDED = textwrap.dedent("""
   from jax.sharding import AxisType
   from flax import nnx
   from crossrec_jax.eval import full_ranking
-  from crossrec_jax.models import bert as bert_lib, item_cache
+  from crossrec_jax.models import bert as bert_lib
+  from crossrec_jax.tasks import item_cache
   assert jax.device_count() == 4
   mesh = jax.make_mesh((4,), ("data",), axis_types=(AxisType.Auto,))
   rng = np.random.default_rng(0)

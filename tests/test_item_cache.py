@@ -7,7 +7,7 @@ from flax import nnx
 from crossrec_jax.data import text as text_lib
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import hf_import
-from crossrec_jax.models import item_cache
+from crossrec_jax.tasks import item_cache
 from crossrec_jax.models import recommender as recommender_lib
 
 TEXTS = ["toy story (1995); genres: animation", "heat (1995); genres: action, crime",

@@ -1,11 +1,11 @@
-"""Tests for crossrec_jax.train.losses against numpy references written out by hand."""
+"""Tests for crossrec_jax.objectives.losses against numpy references written out by hand."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from crossrec_jax.train import losses
+from crossrec_jax.objectives import losses
 
 RNG = np.random.default_rng(0)
 PRED = RNG.uniform(size=6).astype(np.float32)

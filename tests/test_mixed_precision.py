@@ -19,7 +19,9 @@ import pytest
 from flax import nnx
 
 from crossrec_jax.models import bert, recommender
-from crossrec_jax.train import losses, optim, schedules
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
+from crossrec_jax.train import optim, schedules
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
 
@@ -59,7 +61,7 @@ def _train(dtype, remat: bool = False):
       parts.graphdef, parts.rng_state, opt,
       weights={k: schedules.loss_weight_schedule(1.0) for k in ("source", "target", "domain")},
       lam=schedules.dann_lambda(STEPS), alignment=losses.make_alignment("dann"),
-      rating_output="regression")
+      objective=ce_objective.objective(losses.make_alignment("dann"), "regression"))
   state = state_lib.init_train_state(parts.params, opt.tx, state_lib.make_rng(0))
   values = []
   for src, tgt in _batches(STEPS):

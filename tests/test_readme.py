@@ -45,12 +45,14 @@ def test_readme_has_python_snippets():
 
 @pytest.fixture
 def private_registries(monkeypatch):
-  """The snippets register a source, a template and a loss: into copies, not the suite's."""
+  """The snippets register a source, a template, a loss and a task: into copies, not the suite's."""
   from crossrec_jax.data import sources, text  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import losses  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.objectives import losses  # pylint: disable=g-import-not-at-top
   monkeypatch.setattr(sources, "_REGISTRY", dict(sources._REGISTRY))  # pylint: disable=protected-access
   monkeypatch.setattr(text, "TEMPLATES", dict(text.TEMPLATES))
   monkeypatch.setattr(losses, "ALIGNMENT_LOSSES", dict(losses.ALIGNMENT_LOSSES))
+  from crossrec_jax import tasks  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tasks, "TASKS", dict(tasks.TASKS))
   return losses
 
 

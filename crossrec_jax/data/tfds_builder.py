@@ -78,14 +78,6 @@ def config_name(preparation: Mapping[str, Any], hash_len: int = 10) -> str:
   return "_".join(parts + [digest])
 
 
-def file_hash(*paths: str | pathlib.Path, hash_len: int = 12) -> str:
-  """Content hash of files (e.g. a tokenizer's tokenizer.json + vocab.txt) for `preparation`."""
-  h = hashlib.sha256()
-  for p in paths:
-    h.update(pathlib.Path(p).read_bytes())
-  return h.hexdigest()[:hash_len]
-
-
 def _features() -> tfds.features.FeaturesDict:
   spec = {name: tfds.features.Scalar(dtype=dt) for name, dt in FIELDS.items()
           if name != "input_ids"}

@@ -33,12 +33,9 @@ Batch of one domain (numpy or jax; `bi_pipeline` builds them; -1 pads item ids):
   pos_input_ids / pos_attention_mask int32 [B, L] (P == 1) and cand_input_ids /
     cand_attention_mask [C, L]: only with a trainable tower.
 
-`model.losses(batches, lam, weights, alignment=..., deterministic=...)` is the whole objective of
-one step (what the shared train step calls for `model.kind == 'bi_encoder'`):
-  L = w_s * (L_rank(src) + a * L_rate(src)) + w_t * (L_rank(tgt) + a * L_rate(tgt)) + w_d * L_align
-with L_rank the configured retrieval loss (`train.bi_losses`), L_rate the rating head's masked MSE
-(or BCE for 'logit' heads), a = `rating_weight`, and L_align DANN's domain BCE on user and item
-vectors of both domains (through GRL_lam) or an MMD / CORAL penalty on them.
+The module holds parameters and computes vectors only: `side(batch)` gives one domain's user,
+positive and candidate vectors, and the objective on top of them (retrieval loss, rating loss,
+alignment) is `objectives/bi_encoder.py`; `tasks/bi_encoder.py` wires the two to the trainer.
 """
 
 from __future__ import annotations
@@ -54,8 +51,6 @@ from flax import nnx
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import heads as heads_lib
 from crossrec_jax.models import recommender as recommender_lib
-from crossrec_jax.train import bi_losses
-from crossrec_jax.train import losses as losses_lib
 
 __all__ = ["ItemTextTable", "ItemTower", "UserTower", "BiEncoderRecommender", "SCORES",
            "OPTIMIZER_PREFIXES", "build_bi_encoder"]
@@ -191,35 +186,26 @@ class BiEncoderRecommender(nnx.Module):
   kind = "bi_encoder"
 
   def __init__(self, encoder: bert_lib.BertModel | None, *, num_items: int, text_dim: int | None = None,
-               dim: int = 128, pooling: str = "mean", score: str = "dot", temperature: float = 1.0,
+               dim: int = 128, pooling: str = "mean", score: str = "dot",
                item_hidden: int = 256, item_dropout: float = 0.0, item_id_embedding: bool = False,
                history_id_embedding: bool = False,
                user_max_len: int = 100, user_layers: int = 0, user_heads: int = 4,
                user_hidden: int = 256, user_dropout: float = 0.0, use_rating: bool = True,
                use_position: bool = False, rating_hidden: tuple[int, ...] = (256,),
                rating_output: str = "regression", rating_dropout: float = 0.1,
-               rating_weight: float = 0.0, discriminator_hidden: tuple[int, ...] = (256,),
+               discriminator_hidden: tuple[int, ...] = (256,),
                discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
-               loss: str = "softmax", in_batch: bool = True, exclusive_positives: bool = True,
                rngs: nnx.Rngs):
     if score not in SCORES:
       raise ValueError(f"bi_encoder.score must be one of {SCORES}, got {score!r}")
     if pooling not in recommender_lib.POOLING_KINDS:
       raise ValueError(f"model.pooling must be one of {recommender_lib.POOLING_KINDS}, got {pooling!r}")
-    if temperature <= 0:
-      raise ValueError(f"bi_encoder.temperature must be > 0, got {temperature}")
-    bi_losses.retrieval_loss(loss)  # validates the name
     if encoder is None and text_dim is None:
       raise ValueError("without an encoder, give text_dim (the cached vectors' width)")
     text_dim = encoder.config.hidden_size if encoder is not None else int(text_dim)
     self.encoder = encoder
     self.pooling = pooling
     self.score_kind = score
-    self.temperature = float(temperature)
-    self.rating_weight = float(rating_weight)
-    self.loss_kind = loss
-    self.in_batch = bool(in_batch)
-    self.exclusive_positives = bool(exclusive_positives)
     self.num_items = int(num_items)
     self.item_text = ItemTextTable(jnp.zeros((num_items, text_dim), jnp.float32))
     self.item_tower = ItemTower(text_dim, dim, hidden=item_hidden, dropout=item_dropout,
@@ -366,85 +352,6 @@ class BiEncoderRecommender(nnx.Module):
             "domain_logit": self.discriminator(u, lam, deterministic=deterministic),
             "user": u, "item": v, "score": jnp.sum(u * v, -1)}
 
-  # ------------------------------------------------------------------------------ the objective
-
-  def side_loss(self, batch: Batch, o: Mapping[str, jax.Array], *,
-                deterministic: bool) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """L_rank + rating_weight * L_rate of one domain's batch, and its metrics."""
-    valid = jnp.asarray(batch["valid"], jnp.float32)
-    pos_items = jnp.asarray(batch["pos_item"])
-    pos_mask = jnp.asarray(batch["pos_mask"], jnp.float32) * valid[:, None]
-    if "table" in o and self.loss_kind == "softmax":
-      l_rank = bi_losses.table_softmax_loss(o["user"], o["table"], pos_items, pos_mask=pos_mask,
-                                            temperature=self.temperature,
-                                            exclusive=self.exclusive_positives)
-    else:
-      logits = None
-      if "table" in o:
-        logits = bi_losses.table_logits(o["user"], o["table"], pos_items,
-                                        temperature=self.temperature)
-      l_rank = bi_losses.retrieval_loss(self.loss_kind)(
-          o["user"], o["pos"], pos_items, o.get("cand"), batch.get("cand_item"),
-          pos_mask=pos_mask, pos_logq=batch.get("pos_logq"), cand_logq=batch.get("cand_logq"),
-          in_batch=self.in_batch, temperature=self.temperature, num_items=o["num_ids"],
-          logits=logits)
-    aux = {"rank_loss": l_rank, "n_positives": jnp.sum(pos_mask * (pos_items >= 0))}
-    total = l_rank
-    if self.rating_weight > 0:
-      p = pos_items.shape[1]
-      users = jnp.broadcast_to(o["user"][:, None], o["pos"].shape)
-      h = self.interaction(users, o["pos"]).reshape(-1, 3 * o["user"].shape[-1])
-      pred = self.rating_head(h, deterministic=deterministic).reshape(-1, p)
-      label = jnp.asarray(batch["pos_rating"], jnp.float32)
-      mask = (pos_mask * jnp.asarray(batch["rating_mask"], jnp.float32)).reshape(-1)
-      if self.rating_output == "logit":
-        l_rate = losses_lib.masked_bce_with_logits(pred.reshape(-1), label.reshape(-1), mask)
-      else:
-        l_rate = losses_lib.masked_mse(pred.reshape(-1), label.reshape(-1), mask)
-      prob = recommender_lib.predict_rating({"rating": pred.reshape(-1)}, self.rating_output)
-      aux["rating_loss"] = l_rate
-      aux["rmse"] = jnp.sqrt(losses_lib.masked_mse(prob, label.reshape(-1), mask))
-      aux["n_labelled"] = jnp.sum(mask)
-      total = total + self.rating_weight * l_rate
-    return total, aux
-
-  def losses(self, batches: Mapping[str, Batch], lam: jax.typing.ArrayLike,
-             weights: Mapping[str, jax.Array], *, alignment: losses_lib.Alignment,
-             deterministic: bool = False) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """The step's objective (module docstring). `batches`: 'source' and/or 'target' batches (the
-    sides the phase uses); `weights`: 'source', 'target', 'domain' scalars."""
-    outs, aux = {}, {}
-    total = jnp.zeros((), jnp.float32)
-    for side, batch in batches.items():
-      outs[side] = self.side(batch, deterministic=deterministic)
-      l_side, a = self.side_loss(batch, outs[side], deterministic=deterministic)
-      aux[f"loss_{side}"] = l_side
-      aux.update({f"{k}_{side}": v for k, v in a.items()})
-      total = total + weights[side] * l_side
-    if alignment.kind != "none":
-      if not {"source", "target"} <= set(outs):
-        raise ValueError(f"alignment {alignment.kind!r} needs both the source and the target batch")
-      s, t = outs["source"], outs["target"]
-      vs = jnp.asarray(batches["source"]["valid"], jnp.float32)
-      vt = jnp.asarray(batches["target"]["valid"], jnp.float32)
-      # Items: each row's first positive (every valid row has one).
-      feats_s = jnp.concatenate([s["user"], s["pos"][:, 0]])
-      feats_t = jnp.concatenate([t["user"], t["pos"][:, 0]])
-      ms, mt = jnp.concatenate([vs, vs]), jnp.concatenate([vt, vt])
-      if alignment.uses_discriminator:
-        logits = self.discriminator(jnp.concatenate([feats_s, feats_t]), lam,
-                                    deterministic=deterministic)
-        labels = jnp.concatenate([jnp.zeros_like(ms), jnp.ones_like(mt)])
-        mask = jnp.concatenate([ms, mt])
-        l_dom = losses_lib.domain_bce(logits, labels, mask)
-        aux["domain_acc"] = losses_lib.binary_accuracy(logits, labels, mask)
-      else:
-        l_dom = (alignment.penalty(s["user"], t["user"], vs, vt)
-                 + alignment.penalty(s["pos"][:, 0], t["pos"][:, 0], vs, vt))
-      aux["loss_domain"] = l_dom
-      total = total + weights["domain"] * l_dom
-    return total, aux
-
 
 # ---------------------------------------------------------------------------- builder
 
@@ -465,7 +372,7 @@ def build_bi_encoder(cfg: Any, *, rngs: nnx.Rngs, num_items: int | None = None,
     encoder = recommender_lib.build_encoder(cfg.encoder, rngs=rngs)
   return BiEncoderRecommender(
       encoder, num_items=n, text_dim=int(bi.text_dim), dim=int(bi.dim), pooling=cfg.pooling,
-      score=bi.score, temperature=float(bi.temperature), item_hidden=int(bi.item_hidden),
+      score=bi.score, item_hidden=int(bi.item_hidden),
       item_dropout=float(bi.item_dropout), item_id_embedding=bool(bi.item_id_embedding),
       history_id_embedding=bool(bi.get("history_id_embedding", False)),
       user_max_len=int(bi.history_len), user_layers=int(bi.user_layers),
@@ -473,11 +380,8 @@ def build_bi_encoder(cfg: Any, *, rngs: nnx.Rngs, num_items: int | None = None,
       user_dropout=float(bi.user_dropout), use_rating=bool(bi.use_rating),
       use_position=bool(bi.use_position), rating_hidden=tuple(cfg.rating_head.hidden),
       rating_output=cfg.rating_head.output, rating_dropout=float(cfg.rating_head.dropout),
-      rating_weight=float(bi.rating_weight), discriminator_hidden=tuple(cfg.discriminator.hidden),
+      discriminator_hidden=tuple(cfg.discriminator.hidden),
       discriminator_dropout=float(cfg.discriminator.dropout),
-      reverse_gradient=bool(cfg.discriminator.reverse_gradient), loss=bi.loss,
-      in_batch=bool(bi.in_batch), exclusive_positives=bool(bi.exclusive_positives), rngs=rngs)
+      reverse_gradient=bool(cfg.discriminator.reverse_gradient), rngs=rngs)
 
 
-# `config.model.kind = 'bi_encoder'` (recommender.build_recommender imports this module for it).
-recommender_lib.RECOMMENDER_BUILDERS.setdefault("bi_encoder", build_bi_encoder)

@@ -1,7 +1,8 @@
 """Logical activation axes and `constrain`: sharding hints the models place on activations.
 
 Lives under models/ (not train/sharding.py, which re-exports it) so that the encoder can pin
-its activations without importing the training package: data flows one way (DESIGN.md).
+its activations without importing the training package: data flows one way (README, "How
+data flows").
 
     x = constrain(x, 'batch', 'length', 'embed')   # no-op unless under `jax.set_mesh(mesh)`
 

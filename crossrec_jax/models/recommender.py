@@ -8,22 +8,22 @@ Every recommender has the same three top-level attributes, which the optimiser g
     out['rating']        [B]    float32   rating in [0, 1] ('regression') or a logit ('logit')
     out['domain_logit']  [B]    float32   discriminator(GRL_lam(h)); 0 = source, 1 = target
 
-so the train step, the losses, the phases, checkpoints and sharding do not care which
-architecture sits behind it. `model.kind` names the architecture:
+so the objectives, the phases, checkpoints and sharding do not care which architecture sits
+behind it. `model.kind` names the architecture:
 
   * 'cross_encoder' (`CrossEncoderRecommender`, the seed's model): one BERT pass over the text of
     (user history, candidate item); h = pooled hidden state ('cls' | 'pooler' | 'mean').
-  * 'bi_encoder' (planned, DESIGN.md): item tower over item text, user tower over history item
-    vectors, dot-product scores. It registers a builder in `RECOMMENDER_BUILDERS` under its kind
-    and returns the same output dict (h = the user-item interaction vector).
+  * 'bi_encoder' (`models/bi_encoder.py`): item tower over item text, user tower over history item
+    vectors, dot-product scores; the same output dict (h = the user-item interaction vector).
 
-`build_recommender(config.model, rngs=...)` builds one from the config (see `config_base.py`).
+`build_cross_encoder(config.model, rngs=...)` builds the cross-encoder from the config (see
+`config_base.py`); `tasks.make_task(config).build_model(rngs)` builds whichever `model.kind` names.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -35,8 +35,8 @@ from crossrec_jax.models import heads as heads_lib
 from crossrec_jax.models import lora as lora_lib
 
 __all__ = [
-    "POOLING_KINDS", "pool", "CrossEncoderRecommender", "RECOMMENDER_BUILDERS",
-    "build_encoder", "build_recommender", "predict_rating",
+    "POOLING_KINDS", "pool", "CrossEncoderRecommender", "build_encoder", "build_cross_encoder",
+    "build_recommender", "predict_rating",
 ]
 
 POOLING_KINDS = ("cls", "pooler", "mean")
@@ -156,7 +156,8 @@ def build_encoder(cfg: Any, *, rngs: nnx.Rngs) -> bert_lib.BertModel:
   return lora_lib.apply_lora(encoder, lora, rngs=rngs) if lora else encoder
 
 
-def _build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
+def build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
+  """A CrossEncoderRecommender from `config.model` (see `config_base.py`)."""
   return CrossEncoderRecommender(
       build_encoder(cfg.encoder, rngs=rngs), pooling=cfg.pooling,
       rating_hidden=tuple(cfg.rating_head.hidden), rating_output=cfg.rating_head.output,
@@ -166,19 +167,10 @@ def _build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender
       reverse_gradient=bool(cfg.discriminator.reverse_gradient), rngs=rngs)
 
 
-# model.kind -> builder(config.model, rngs=...). The bi-encoder adds itself here.
-RECOMMENDER_BUILDERS: dict[str, Callable[..., nnx.Module]] = {
-    "cross_encoder": _build_cross_encoder,
-}
-
-
-def build_recommender(cfg: Any, *, rngs: nnx.Rngs) -> nnx.Module:
-  """A recommender from `config.model` (a ConfigDict); `cfg.kind` picks the architecture."""
-  if cfg.kind == "bi_encoder" and cfg.kind not in RECOMMENDER_BUILDERS:
-    from crossrec_jax.models import bi_encoder  # pylint: disable=g-import-not-at-top,unused-import  (registers itself)
-  builder = RECOMMENDER_BUILDERS.get(cfg.kind)
-  if builder is None:
-    planned = " ('bi_encoder' is planned but not built yet)" if cfg.kind == "bi_encoder" else ""
-    raise ValueError(f"model.kind={cfg.kind!r} is not available{planned}; available: "
-                     f"{sorted(RECOMMENDER_BUILDERS)}")
-  return builder(cfg, rngs=rngs)
+def build_recommender(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
+  """`build_cross_encoder` for `model.kind='cross_encoder'` configs (the name studies and
+  benchmarks use); another kind is built by its task (`tasks.make_task(config).build_model`)."""
+  if cfg.kind != "cross_encoder":
+    raise ValueError(f"model.kind={cfg.kind!r}: build it through its task "
+                     "(crossrec_jax.tasks.make_task(config).build_model(rngs))")
+  return build_cross_encoder(cfg, rngs=rngs)

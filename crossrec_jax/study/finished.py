@@ -40,14 +40,14 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
 
   model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
   rating_output = model.rating_output
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
-  eval_step = step_lib.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
+  eval_step = ce_task.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
   return eval_step, state.params
 
 
@@ -56,9 +56,9 @@ def initial_model(config: ml_collections.ConfigDict):
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import step as step_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
   graphdef, params, rng_state, rest = state_lib.split_model(model)
-  return step_lib.make_eval_step(graphdef, rng_state, rest,
+  return ce_task.make_eval_step(graphdef, rng_state, rest,
                                  rating_output=model.rating_output), params
 

@@ -98,7 +98,7 @@ def label_params(params: Any, prefixes: Mapping[str, str] | None = None,
       pytree of arrays.
     prefixes: path prefix -> group. A prefix is one or more whole path segments ('encoder',
       'encoder/embeddings'); the longest matching prefix wins. Default DEFAULT_GROUP_PREFIXES
-      (top-level attributes encoder / rating_head / discriminator). A bi-encoder adds e.g.
+      (top-level attributes encoder / rating_head / discriminator). A two-tower model adds e.g.
       {'user_tower': 'user_tower', 'item_projection': 'item_projection'}.
     segment_groups: path segment -> group, checked before the prefixes (default
       DEFAULT_SEGMENT_GROUPS: every LoRA parameter is in group 'lora').

@@ -78,6 +78,19 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # Pooler and head kernels: FSDP over the input dim (small; replicated when it does not divide).
     (r"pooler/kernel$", P("fsdp", None)),
     (r"(rating_head|discriminator)/.*kernel$", P("fsdp", None)),
+    # Two-tower models (item and user towers). Their transformer blocks (flax MultiHeadAttention:
+    # q/k/v kernels (in, heads, head_dim) take the rules above; its output (heads, head_dim, out)
+    # and the feed-forward pair are split like BERT's).
+    (r"attention/out/kernel$", P("tensor", None, "fsdp")),
+    (r"layers/\d+/ff_in/kernel$", P("fsdp", "tensor")),
+    (r"layers/\d+/ff_in/bias$", P("tensor")),
+    (r"layers/\d+/ff_out/kernel$", P("tensor", "fsdp")),
+    # Per-item tables (id and history embeddings, the cached item text vectors in the state's
+    # `rest`): catalogue rows over 'fsdp', so a large catalogue is split, not replicated.
+    (r"(item_tower|user_tower)/(id|history)_embedding/embedding$", P("fsdp", None)),
+    (r"(^|/)item_text$", P("fsdp", None)),
+    # The towers' other kernels (MLPs, rating and position inputs): FSDP over the input dim.
+    (r"(item_tower|user_tower)/.*(kernel|embedding)$", P("fsdp", None)),
     # Everything else (LayerNorms, biases, scalars, counters, rng): replicated.
     (r".*", P()),
 )

@@ -1,6 +1,6 @@
 """The train state pytree and the functional view of an NNX model.
 
-The model is compiled functionally (DESIGN.md): `nnx.split` it once into a static `graphdef`, the
+The model is compiled functionally: `nnx.split` it once into a static `graphdef`, the
 parameters, the RNG streams and any other mutable state; a jitted step merges them back inside.
 
   * `params`  -- `nnx.Param`s: trained, checkpointed, sharded.

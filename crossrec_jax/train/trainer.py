@@ -21,7 +21,7 @@ encoder's `constrain` hints apply) and every train step under `jax.transfer_guar
 a hidden host<->device transfer inside the loop is an error, not a slowdown. In a multi-process
 run every process runs this same loop on its slice of each batch, and only process 0 writes
 metrics.jsonl, TensorBoard, config.json and final_metrics.json. Each log line carries
-`tflops_per_s` (analytic model FLOPs, `train/flops.py`) and, where the chip's peak is known,
+`tflops_per_s` (the task's model FLOPs, `Task.step_flops`) and, where the chip's peak is known,
 `mfu`.
 
 A non-finite loss (or gradient / parameter norm) stops the run with `NonFiniteLossError` naming
@@ -34,53 +34,43 @@ holds a state that followed a NaN: the newest checkpoint is the last good one.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import logging
 import math
 import pathlib
 import time
-from typing import Any, Callable, Protocol
+from typing import Any
 
 import jax
 import ml_collections
 import numpy as np
 from flax import nnx
-from jax.experimental import multihost_utils
 
-from crossrec_jax import config_base
+from crossrec_jax import tasks as tasks_lib
 from crossrec_jax.data import fingerprint as fingerprint_lib
 from crossrec_jax.data import pipeline
-from crossrec_jax.data import prepare as prepare_lib
-from crossrec_jax.eval import metrics as metrics_lib
-from crossrec_jax.models import bert as bert_lib
-from crossrec_jax.models import recommender as recommender_lib
 from crossrec_jax.train import checkpoint as checkpoint_lib
 from crossrec_jax.train import distributed
 from crossrec_jax.train import flops as flops_lib
-from crossrec_jax.train import losses
 from crossrec_jax.train.metric_writer import MetricWriter
 from crossrec_jax.train import optim
 from crossrec_jax.train import profiling
-from crossrec_jax.train import schedules
 from crossrec_jax.train import selection
+from crossrec_jax.train import warm_start
+from crossrec_jax.train import schedules
 from crossrec_jax.train import sharding
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
-from crossrec_jax.train import warm_start
+# The phase and config-hash helpers are the trainer's public API too (studies, benchmarks).
+from crossrec_jax.train.config_hash import RUNTIME_KEYS, RUNTIME_SECTIONS, config_diff, config_hash  # noqa: F401
+from crossrec_jax.train.phases import (optimizer_groups, phase_alignment, phase_optimizer,  # noqa: F401
+                                       phase_uses, selection_metric, validate_phases)
+from crossrec_jax.train.placement import Partitioner, on_mesh
 
 __all__ = ["NonFiniteLossError", "Partitioner", "config_hash", "optimizer_groups",
            "validate_phases", "phase_optimizer", "phase_alignment", "phase_uses", "selection_metric",
-           "evaluate", "MetricWriter", "train_and_evaluate"]
+           "MetricWriter", "train_and_evaluate"]
 
 _log = distributed.main_process_logger(__name__)
-# train.* keys that do not change the trajectory: a resumed run may change them.
-RUNTIME_KEYS = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                "check_finite_every_step", "final_eval", "progress_bar", "tensorboard",
-                "compilation_cache_dir", "profile_steps")
-# Top-level keys a resumed run may change: the mesh (a checkpoint restores onto any mesh; the
-# trajectory then agrees to float rounding, tests/test_sharding_equivalence.py).
-RUNTIME_SECTIONS = ("mesh",)
 # Batches put on device ahead of the running step.
 PREFETCH = 2
 # Metrics averaged over a log interval; the others (lambda, weights, lrs) are logged as of its end.
@@ -92,187 +82,6 @@ _FINITE = ("loss", "grad_norm", "param_norm")
 
 class NonFiniteLossError(FloatingPointError):
   """The loss became NaN or infinite; the message names the phase, the step and the checkpoint."""
-
-
-class Partitioner(Protocol):
-  """Hook for `train/sharding.py`: where the state and batches live. None = one device."""
-
-  def state_sharding(self, abstract_state: Any) -> Any: ...
-  def batch_sharding(self) -> Any: ...
-  def put_batch(self, batch: Any) -> Any: ...
-
-
-# ---------------------------------------------------------------------------- config helpers
-
-def config_hash(config: ml_collections.ConfigDict) -> str:
-  """sha256 of the config minus `RUNTIME_KEYS` (what a resumed run must not change)."""
-  d = {k: v for k, v in config.to_dict().items() if k not in RUNTIME_SECTIONS}
-  d["train"] = {k: v for k, v in d.get("train", {}).items() if k not in RUNTIME_KEYS}
-  return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-  if isinstance(d, dict):
-    out = {}
-    for k, v in d.items():
-      out.update(_flat(v, f"{prefix}{k}."))
-    return out
-  if isinstance(d, (list, tuple)) and any(isinstance(v, dict) for v in d):
-    out = {}
-    for i, v in enumerate(d):
-      out.update(_flat(v, f"{prefix[:-1]}[{i}]."))
-    return out
-  return {prefix[:-1]: d}
-
-
-def _config_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-  a, b = _flat(json.loads(json.dumps(old, default=str))), _flat(json.loads(json.dumps(new, default=str)))
-  return sorted(k for k in set(a) | set(b)
-                if a.get(k) != b.get(k) and not any(k == f"train.{r}" for r in RUNTIME_KEYS)
-                and k.split(".")[0] not in RUNTIME_SECTIONS)
-
-
-def optimizer_groups(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """The run's optimiser groups: `config_base.GROUPS` plus every other section of
-  `config.optimizer` (a model kind's own groups, e.g. the bi-encoder's item_tower, user_tower).
-
-  A group is the model's top-level attribute of the same name (`optim.label_params`).
-  """
-  extra = sorted(k for k, v in config.optimizer.items()
-                 if isinstance(v, ml_collections.ConfigDict) and k not in config_base.GROUPS)
-  return tuple(config_base.GROUPS) + tuple(extra)
-
-
-def selection_metric(config: ml_collections.ConfigDict) -> str | None:
-  """The target-valid metric of `train.select` ('NDCG@10' or 'target_valid/NDCG@10'); None = ''."""
-  select = str(config.train.get("select", "") or "")
-  if not select:
-    return None
-  split, _, metric = select.rpartition("/")
-  if split not in ("", "target_valid") or not metric:
-    raise ValueError(f"train.select={select!r}: give a target-valid metric, 'METRIC' or "
-                     "'target_valid/METRIC' (e.g. 'NDCG@10'), or '' for the last parameters")
-  return metric
-
-
-def validate_phases(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
-  """The phases, checked: unknown keys, groups and alignments are errors naming `phases[i].key`."""
-  groups = optimizer_groups(config)
-  phases = list(config.phases)
-  if not phases:
-    raise ValueError("config.phases is empty: an experiment must define at least one phase")
-  names = set()
-  for i, p in enumerate(phases):
-    where = f"phases[{i}]"
-    if not isinstance(p, ml_collections.ConfigDict):
-      raise ValueError(f"{where} must be a ConfigDict (use config_base.phase(...)), got {type(p)}")
-    unknown = sorted(set(p.keys()) - set(config_base.PHASE_KEYS))
-    if unknown:
-      raise ValueError(f"{where}: unknown key(s) {[f'{where}.{k}' for k in unknown]}; "
-                       f"allowed: {list(config_base.PHASE_KEYS)}")
-    missing = sorted(set(config_base.PHASE_KEYS) - set(p.keys()))
-    if missing:
-      raise ValueError(f"{where}: missing key(s) {missing} (build phases with config_base.phase)")
-    if p.name in names:
-      raise ValueError(f"{where}.name: duplicate phase name {p.name!r}")
-    names.add(p.name)
-    if not isinstance(p.steps, int) or p.steps < 1:
-      raise ValueError(f"{where}.steps must be a positive int, got {p.steps!r}")
-    for key, allowed in (("weights", ("source", "target", "domain")), ("lr", groups)):
-      extra = sorted(set(p[key].keys()) - set(allowed))
-      if extra:
-        raise ValueError(f"{where}.{key}: unknown key(s) {extra}; allowed: {list(allowed)}")
-    bad = sorted(set(p.frozen) - set(groups))
-    if bad:
-      raise ValueError(f"{where}.frozen: unknown group(s) {bad}; groups: {list(groups)}")
-    try:
-      losses.make_alignment(p.alignment, **p.alignment_options.to_dict())
-    except ValueError as e:
-      raise ValueError(f"{where}.alignment: {e}") from None
-    for k in ("source", "target", "domain"):
-      schedules.loss_weight_schedule(p.weights[k], name=f"{where}.weights.{k}")
-    if not any(not _is_zero(p.weights[k]) for k in ("source", "target", "domain")):
-      raise ValueError(f"{where}.weights: every loss weight is 0, the phase would train nothing")
-  return phases
-
-
-def _is_zero(spec: Any) -> bool:
-  return isinstance(spec, (int, float)) and not isinstance(spec, bool) and spec == 0
-
-
-def phase_alignment(phase: ml_collections.ConfigDict) -> losses.Alignment:
-  """The phase's alignment; 'none' when its domain weight is a constant 0 (nothing to compute)."""
-  if _is_zero(phase.weights.domain):
-    return losses.make_alignment("none")
-  return losses.make_alignment(phase.alignment, **phase.alignment_options.to_dict())
-
-
-def phase_uses(phase: ml_collections.ConfigDict) -> tuple[bool, bool]:
-  """(use_source, use_target): a side is skipped when its weight is a constant 0 and the
-  phase aligns nothing."""
-  align = phase_alignment(phase).kind != "none"
-  return (align or not _is_zero(phase.weights.source),
-          align or not _is_zero(phase.weights.target))
-
-
-def phase_optimizer(config: ml_collections.ConfigDict, phase: ml_collections.ConfigDict,
-                    labels: Any, where: str) -> optim.Optimizer:
-  """The phase's per-group AdamW: `config.optimizer` with the phase's lrs and frozen groups.
-
-  A group no parameter is labelled with (`labels`) is frozen too: it has nothing to update
-  (e.g. the encoder of a bi-encoder on cached item vectors, `model.bi_encoder.cached_only`),
-  so it keeps no Adam state and logs lr 0.
-  """
-  present = set(jax.tree.leaves(labels))
-  groups = {}
-  for g in optimizer_groups(config):
-    d = config.optimizer[g].to_dict()
-    if phase.lr.get(g, 0.0) > 0:
-      d["lr"] = float(phase.lr[g])
-    if d["decay"] == "constant":
-      d["decay_steps"] = None
-    elif not d["decay_steps"]:
-      d["decay_steps"] = int(phase.steps)
-    d["frozen"] = g in phase.frozen or g not in present
-    groups[g] = optim.GroupConfig.from_dict(d, where=f"optimizer.{g} (in {where})")
-  return optim.make_optimizer(labels, groups, max_grad_norm=config.optimizer.max_grad_norm or None)
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-def evaluate(eval_step: Callable[..., dict[str, jax.Array]], params: Any, batches: Any,
-             scale: Any, put: Callable[[Any], Any] = lambda b: b,
-             rest: Any = None) -> dict[str, float]:
-  """Rating RMSE / MAE (and AUC of like = rating above the scale's midpoint, where both classes
-  occur) on the domain's own scale over every valid row of `batches`.
-
-  `rest`: the model's non-parameter state to evaluate with (None: the eval step's own).
-
-  Multi-process: each process holds its slice of every batch; the predictions and the batch's
-  ratings are gathered into global rows (the same order for both: they share the batch
-  sharding), so every process computes the metrics over all rows.
-  """
-  preds, truth = [], []
-  for batch in batches:
-    placed = put(batch)
-    out = eval_step(params, placed, rest)
-    # A plain jax.device_get fails on arrays that span other processes' devices.
-    got = multihost_utils.process_allgather(
-        {"pred": out["rating"], "rating": placed["rating"], "valid": placed["valid"]}, tiled=True)
-    valid = np.asarray(got["valid"]) > 0
-    preds.append(np.asarray(got["pred"])[valid])
-    truth.append(np.asarray(got["rating"])[valid])
-  pred, true = np.concatenate(preds), np.concatenate(truth)
-  result = {"n": float(len(pred))}
-  if scale.implicit:  # every row is a positive: rating errors mean nothing (see eval/evaluate.py)
-    result["mean_prediction"] = float(pred.mean())
-    return result
-  pred = scale.denormalise(pred)
-  result.update(rmse=metrics_lib.rmse(pred, true), mae=metrics_lib.mae(pred, true))
-  like = true > 0.5 * (scale.low + scale.high)  # as eval/evaluate.py's default AUC threshold
-  if like.any() and not like.all():  # AUC needs both classes (`train.select='auc'`)
-    result["auc"] = metrics_lib.auc(pred, like)
-  return result
 
 
 # ---------------------------------------------------------------------------- the loop
@@ -297,23 +106,16 @@ def _reduce(pending: list[dict[str, np.ndarray]]) -> dict[str, float]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path, *,
-                       partitioner: Partitioner | None = None,
-                       data: prepare_lib.PreparedData | None = None) -> dict[str, Any]:
+                       partitioner: Partitioner | None = None, data: Any = None,
+                       task: tasks_lib.Task | None = None) -> dict[str, Any]:
   """Runs (or resumes) every phase of `config` in `workdir`; returns the final metrics.
 
   `partitioner` places state and batches on a mesh (train/sharding.py; main.py passes
   `MeshPartitioner.from_config(config.mesh)`); None = the default device.
-  `data` reuses already prepared data (tests, notebooks); default `prepare_data(config)`.
-  Besides the `prepare.PreparedData` interface the loop uses (`train_batches`, `batch_size`,
-  `target_batch_size`, `scales`, `report`, and `eval_batches` / `scale_of` for the rating
-  evaluation), `data` may provide two optional hooks (`data/bi_prepare.py` does):
-    * `build_model(config.model, rngs=)` -> the model (e.g. sized to a catalogue, with its item
-      table installed); default `recommender.build_recommender`.
-    * `make_evaluator(graphdef, rng_state)` -> `evaluate(name, params, rest) -> {metric: float}`
-      for 'target_valid' and the `train.final_eval` names, instead of the rating RMSE / MAE. An
-      evaluator with `refresh_rest(params, rest) -> rest` has it called before every in-training
-      evaluation, and the train state carries on with the returned `rest` (a re-encoded item
-      table).
+  `task` is the architecture (`tasks.Task`: model, batches, objective, evaluator); default
+  `tasks.make_task(config, data=data)`, the task `config.model.kind` names, over `data` (data
+  prepared earlier, e.g. by tests and notebooks; None prepares it from the config). The loop
+  sees the task through its Protocol only.
   With `train.select` (e.g. 'NDCG@10') the parameters of the best target-valid evaluation of
   the whole run (strictly greater wins) are kept in `checkpoints_best/` (with the value and where
   in its meta, so a resumed run still knows them), and `train.final_eval` evaluates them;
@@ -339,7 +141,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if resume_step is not None:
     meta = ckpt.restore_meta(resume_step)
     if meta["config_hash"] != chash:
-      diff = _config_diff(meta.get("config", {}), json.loads(config.to_json_best_effort()))
+      diff = config_diff(meta.get("config", {}), json.loads(config.to_json_best_effort()))
       raise ValueError(f"{workdir} holds a run with another config (differing keys: {diff}); "
                        "resume with the same config, or use a new --workdir")
     _log.info("resuming from checkpoint %d: phase %d (%s), step %d", resume_step,
@@ -358,11 +160,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if main_process:
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
-  # ---------------------------------------------------------------------- data and model
-  if data is None:
-    data = prepare_lib.prepare_data(config)
+  # ---------------------------------------------------------------------- task and model
+  if task is None:
+    task = tasks_lib.make_task(config, data=data)
+  model = task.build_model(nnx.Rngs(seed))
   # The data actually used (data/fingerprint.py): a resume on other tables is an error.
-  fingerprint = fingerprint_lib.data_fingerprint(data)
+  fingerprint = fingerprint_lib.data_fingerprint(task)
   for record, ckpt_dir in ((meta, "checkpoints"), (best, "checkpoints_best")):
     if record is not None and record.get("data_fingerprint", fingerprint) != fingerprint:
       raise ValueError(
@@ -370,12 +173,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           f"{record.get('config', {}).get('data', {}).get('source', '?')!r}); this run prepared "
           f"data {fingerprint} (source {config.data.source!r}) under the same config: resume on "
           "the same data, or use a new --workdir")
-  build_model = getattr(data, "build_model", None) or recommender_lib.build_recommender
-  model = build_model(config.model, rngs=nnx.Rngs(seed))
-  rating_output = model.rating_output
-  enc_cfg = getattr(getattr(model, "encoder", None), "config", None)
-  if config.model.kind != "cross_encoder" or not isinstance(enc_cfg, bert_lib.BertConfig):
-    enc_cfg = None  # FLOPs are counted for the cross-encoder only (train/flops.py)
+  # Counted on the built model (a pretrained encoder's sizes come from its checkpoint).
+  flops_of = {(a.kind, u_s, u_t): task.step_flops(model, a, u_s, u_t)
+              for a, u_s, u_t in {(phase_alignment(p), *phase_uses(p)) for p in phases}}
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   del model  # its arrays are donated by the first step; only the split parts live on
   if config.model.get("init_from", ""):  # warm start from a finished run (train/warm_start.py)
@@ -388,23 +188,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   batch_sharding = partitioner.batch_sharding() if partitioner is not None else None
   mesh = getattr(partitioner, "mesh", None)
   peak, _ = flops_lib.peak_flops()
-  eval_step = step_lib.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output,
-                                      batch_sharding=batch_sharding)
-  make_evaluator = getattr(data, "make_evaluator", None)
-  evaluator = make_evaluator(graphdef, rng_state) if make_evaluator is not None else None
-  refresh_rest = getattr(evaluator, "refresh_rest", None)
-
-  def run_eval(name: str, params_: Any, rest_: Any) -> dict[str, float]:
-    if evaluator is not None:
-      return evaluator(name, params_, rest_)
-    return evaluate(eval_step, params_, data.eval_batches(name), data.scale_of(name), put, rest_)
+  evaluator = task.make_evaluator(graphdef, rng_state, rest, put=put,
+                                  batch_sharding=batch_sharding)
 
   def eval_valid(state_: Any, where_: dict[str, Any], info_: dict[str, Any]) -> tuple[Any, Any]:
     """Target-valid evaluation of `state_` (logged; a new best is checkpointed)."""
     nonlocal best, best_saves
-    if refresh_rest is not None:
-      state_ = state_.replace(rest=refresh_rest(state_.params, state_.rest))
-    result_ = run_eval("target_valid", state_.params, state_.rest)
+    state_ = state_.replace(rest=evaluator.refresh(state_.params, state_.rest))
+    result_ = evaluator("target_valid", state_.params, state_.rest)
     writer.write("target_valid", where_["global_step"], {**info_, "step": where_["step"]},
                  result_)
     if select is not None:
@@ -467,7 +258,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         elif isinstance(partitioner, sharding.MeshPartitioner):
           # Compiled with out_shardings: the optimiser state is born sharded on the mesh.
           state, state_sharding = sharding.create_sharded_state(
-              init, partitioner.mesh, partitioner.rules, *_on_mesh(init_args, partitioner))
+              init, partitioner.mesh, partitioner.rules, *on_mesh(init_args, partitioner))
         else:
           state = init(*init_args)
           if state_sharding is not None:
@@ -476,13 +267,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                    for k in ("source", "target", "domain")}
         alignment = phase_alignment(phase)
         train_step = step_lib.make_train_step(
-            graphdef, rng_state, opt, weights=weights,
+            graphdef, rng_state, opt, objective=task.objective(alignment), weights=weights,
             lam=schedules.dann_lambda(phase.steps, phase.gamma, phase.lambda_max),
-            alignment=alignment,
-            rating_output=rating_output, use_source=use_source, use_target=use_target,
+            alignment=alignment, use_source=use_source, use_target=use_target,
             rng_impl=tc.dropout_rng_impl, state_sharding=state_sharding,
-            batch_sharding=batch_sharding)
-        host_batches = data.train_batches(use_source=use_source, use_target=use_target,
+            batch_sharding=batch_sharding, grad_accum_steps=int(tc.grad_accum_steps))
+        host_batches = task.train_batches(use_source=use_source, use_target=use_target,
                                           seed=seed + p_i)
         if data_state is not None:
           host_batches.set_state(data_state)
@@ -490,8 +280,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         # batches handed out, so a checkpoint resumes at the right one.
         batches = pipeline.DevicePrefetch(host_batches, put, size=PREFETCH)
         info = {"phase": phase.name, "phase_index": p_i}
-        examples_per_step = (data.batch_size * use_source + data.target_batch_size * use_target)
-        count_flops = _step_flops_fn(enc_cfg, config.model, alignment, use_source, use_target)
+        examples_per_step = (task.batch_size * use_source + task.target_batch_size * use_target)
+        count_flops = flops_of[(alignment.kind, use_source, use_target)]
 
         # -------------------------------------------------------------- train loop
         pending: list[tuple[int, Any, float | None]] = []
@@ -516,7 +306,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
           scalars = _reduce(host)
           for side in ("source", "target"):  # batch RMSE back to the domain's own scale
             if f"rmse_{side}" in scalars:
-              scale = data.scales[side]
+              scale = task.scales[side]
               scalars[f"rmse_{side}"] *= 0.0 if scale.implicit else (scale.high - scale.low)
           now, s_end = time.time(), pending[-1][0]
           seconds = max(now - last_flush[0], 1e-9)
@@ -545,7 +335,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
             state, m = train_step(state, src, tgt)
           ckpt.check()  # a failed asynchronous save stops the run here
           step += 1
-          pending.append((step, m, count_flops(src, tgt)))
+          pending.append((step, m, None if count_flops is None else count_flops(src, tgt)))
           last = step == phase.steps
           do_eval = bool(tc.eval_every) and step % tc.eval_every == 0 and not last
           do_ckpt = last or (bool(tc.checkpoint_every) and step % tc.checkpoint_every == 0)
@@ -592,9 +382,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         _log.info("selected on target_valid %s = %.6g at %s", select, best["value"],
                   best["where"])
       for name in tc.final_eval:
-        final[name] = run_eval(name, params, rest)
+        final[name] = evaluator(name, params, rest)
         writer.write(name, global_step, {"phase": "final"}, final[name])
-    final["data"] = data.report
+    final["data"] = task.report
     final["data_fingerprint"] = fingerprint
     final["wall_s"] = time.time() - t_start
     if main_process:
@@ -614,47 +404,3 @@ def _progress(phase: Any, alignment: str, initial: int, enabled: bool):
   desc = phase.name if alignment in ("none", phase.name) else f"{phase.name} ({alignment})"
   return tqdm(total=phase.steps, initial=initial, desc=desc, disable=not enabled,
               dynamic_ncols=True, leave=False)
-
-
-def _on_mesh(tree: Any, partitioner: sharding.MeshPartitioner) -> Any:
-  """`tree`'s arrays as global arrays on the partitioner's mesh, each placed by its rule.
-
-  Arrays already on the mesh (the previous phase's state) stay as they are; others (the
-  freshly built model on the default device of this process) are cut into the shards each
-  device of this process holds, so the jitted init also works across processes.
-  """
-  mesh_devices = set(partitioner.mesh.devices.flat)
-  shardings = partitioner.state_sharding(jax.eval_shape(lambda t: t, tree))
-
-  def place(x: Any, s: Any) -> Any:
-    if not hasattr(x, "shape"):
-      return x  # Python scalars: traced as such
-    if isinstance(x, jax.Array) and set(x.sharding.device_set) == mesh_devices:
-      return x
-    host = np.asarray(x)
-    return jax.make_array_from_callback(host.shape, s, lambda index: host[index])
-
-  return jax.tree.map(place, tree, shardings)
-
-
-def _step_flops_fn(enc_cfg: bert_lib.BertConfig | None, model_cfg: Any,
-                   alignment: losses.Alignment, use_source: bool,
-                   use_target: bool) -> Callable[[Any, Any], float | None]:
-  """`(src, tgt) -> model FLOPs of the step` (padded shapes, `flops.step_flops`); None when
-  the model's FLOPs are not counted."""
-  heads = (tuple(model_cfg.rating_head.hidden),)
-  if alignment.uses_discriminator:
-    heads += (tuple(model_cfg.discriminator.hidden),)
-  pooler = model_cfg.pooling == "pooler"
-
-  def count(src: Any, tgt: Any) -> float | None:
-    if enc_cfg is None:
-      return None
-    total = 0.0
-    for used, batch in ((use_source, src), (use_target, tgt)):
-      if used:
-        rows, seq = batch["input_ids"].shape
-        total += flops_lib.step_flops(enc_cfg, rows, seq, head_widths=heads, pooler=pooler)
-    return total
-
-  return count

@@ -46,7 +46,7 @@ def restore_final(run_dir: pathlib.Path, params: Any, rest: Any,
   The abstract state is the last phase's optimiser over `params` (`config`: the run's config;
   default: its config.json)."""
   from crossrec_jax.train import optim  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.train import trainer  # pylint: disable=g-import-not-at-top  (imports us)
+  from crossrec_jax.train import phases as trainer  # pylint: disable=g-import-not-at-top  (validate_phases, phase_optimizer)
   if config is None:
     config = ml_collections.ConfigDict(json.loads((run_dir / "config.json").read_text()))
     config.phases = [ml_collections.ConfigDict(p) for p in config.phases]  # JSON gave dicts

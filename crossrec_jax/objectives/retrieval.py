@@ -27,7 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from crossrec_jax.train import losses as losses_lib
+from crossrec_jax.objectives import losses as losses_lib
 
 __all__ = ["NEG_INF", "accidental_hits", "sampled_softmax_loss", "bpr_loss", "table_logits",
            "table_softmax_loss", "RETRIEVAL_LOSSES", "retrieval_loss"]
