@@ -100,6 +100,7 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.bi_encoder.user_heads", _int(1)),
     ("model.bi_encoder.item_hidden", _int(0)), ("model.bi_encoder.user_hidden", _int(0)),
     ("optimizer.max_grad_norm", _num(0.0)),
+    ("train.grad_accum_steps", _int(1)),  # micro-batches per step (1: none)
     ("optimizer.*.lr", _num(0.0)), ("optimizer.*.warmup_steps", _int(0)),
     ("optimizer.*.decay_steps", _int(0)), ("optimizer.*.end_lr_factor", _num(0.0, 1.0)),
     ("optimizer.*.weight_decay", _num(0.0)), ("optimizer.*.b1", _num(0.0, 1.0, hi_open=True)),

@@ -2,6 +2,7 @@
 stderr free of the noise issue 17 lists."""
 
 import logging
+import os
 import pathlib
 import subprocess
 import sys
@@ -44,8 +45,10 @@ _NO_TORCH = "import sys; sys.modules['torch'] = None  # transformers then finds 
 def test_no_pytorch_advice_from_transformers(quiet):
   setup = "from crossrec_jax import logging_setup; logging_setup.quiet_environment()\n"
   code = _NO_TORCH + (setup if quiet else "") + "import transformers\n"
+  # Without the switches an earlier in-process CLI call may have put into os.environ (inherited).
+  env = {k: v for k, v in os.environ.items() if k not in logging_setup._QUIET_ENV}  # pylint: disable=protected-access
   err = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
-                       check=True).stderr
+                       check=True, env=env).stderr
   assert ("PyTorch was not found" in err) != quiet, err
 
 

@@ -182,9 +182,9 @@ def test_flags_parse_and_default_to_a_single_process(no_jax_env):
 def test_main_process_logger_passes_records_in_process_zero(caplog):
   import logging  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import distributed
-  log = distributed.main_process_logger("crossrec_test_main_only")
-  assert distributed.main_process_logger("crossrec_test_main_only").filters == log.filters
-  with caplog.at_level(logging.INFO, logger="crossrec_test_main_only"):
+  log = distributed.main_process_logger("crossrec_jax.test_main_only")
+  assert distributed.main_process_logger("crossrec_jax.test_main_only").filters == log.filters
+  with caplog.at_level(logging.INFO, logger="crossrec_jax.test_main_only"):
     log.info("hello from process 0")
   assert distributed.is_main_process()
   assert "hello from process 0" in caplog.text
