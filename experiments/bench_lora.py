@@ -60,6 +60,7 @@ from crossrec_jax.models import lora as lora_lib
 from crossrec_jax.models import recommender
 from crossrec_jax.objectives import cross_encoder as ce_objective
 from crossrec_jax.objectives import losses
+from crossrec_jax.train import flops
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
@@ -70,7 +71,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_train_step import batches  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def variant(preset: str, rank: int, per_domain: bool):
+def variant(preset: str, rank: int, per_domain: bool, all_grads: bool = False):
   """(step runner, trainable parameter count, memory analysis) of one variant."""
   config = config_base.base_config(preset)
   config.model.encoder.lora.update(dict(rank=rank, per_domain=per_domain))
@@ -80,6 +81,8 @@ def variant(preset: str, rank: int, per_domain: bool):
   phase = config_base.phase("bench", 1000, source=1.0, target=1.0, frozen=frozen)
   labels = optim.label_params(params, {g: g for g in trainer.optimizer_groups(config)})
   opt = trainer.phase_optimizer(config, phase, labels, "bench")
+  if all_grads:  # The step as it was: every parameter differentiated, the frozen grads zeroed.
+    opt = opt._replace(trainable=None)
   trainable = sum(int(np.prod(v.shape)) for v, g in zip(jax.tree.leaves(params),
                                                         jax.tree.leaves(labels))
                   if g not in frozen)
@@ -92,7 +95,8 @@ def variant(preset: str, rank: int, per_domain: bool):
   holder = {"state": state_lib.init_train_state(
       params, opt.tx, state_lib.make_rng(0, impl=config.train.dropout_rng_impl), rest)}
   src, tgt = batches(int(config.data.batch_size), int(max(config.data.buckets)), seed=0)
-  memory = fn.lower(holder["state"], src, tgt).compile().memory_analysis()
+  compiled = fn.lower(holder["state"], src, tgt).compile()
+  memory, gflop = compiled.memory_analysis(), (flops.xla_flops(compiled) or 0.0) / 1e9
 
   def run(steps: int) -> None:
     for _ in range(steps):
@@ -100,7 +104,8 @@ def variant(preset: str, rank: int, per_domain: bool):
     jax.block_until_ready(holder["state"])
 
   n_lora = lora_lib.lora_param_count(model)
-  return run, trainable, n_lora, memory, sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params))
+  return (run, trainable, n_lora, memory, gflop,
+          sum(int(np.prod(v.shape)) for v in jax.tree.leaves(params)))
 
 
 def main() -> None:
@@ -110,8 +115,9 @@ def main() -> None:
   parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
   parser.add_argument("--repeats", type=int, default=5, help="timed rounds per variant")
   args = parser.parse_args()
-  variants = {"full": (0, False), "lora": (args.rank, False), "lora/domain": (args.rank, True)}
-  built = {name: variant(args.preset, r, d) for name, (r, d) in variants.items()}
+  variants = {"full": (0, False, False), "lora": (args.rank, False, False),
+              "lora/domain": (args.rank, True, False), "lora/allgrad": (args.rank, False, True)}
+  built = {name: variant(args.preset, *v) for name, v in variants.items()}
   for run, *_ in built.values():
     run(2)  # compile + warm-up
   times = {name: [] for name in built}
@@ -125,12 +131,13 @@ def main() -> None:
   print(f"preset {args.preset}, rank {args.rank}, load average {os.getloadavg()[0]:.1f}, "
         f"jax {jax.__version__} on {jax.devices()[0].platform}")
   print(f"{'variant':<12} {'params':>10} {'trainable':>10} {'lora':>8} {'s/step':>7} "
-        f"{'vs full':>7} {'args MiB':>9} {'temp MiB':>9} {'peak MiB':>9}")
-  for name, (_, trainable, n_lora, mem, total) in built.items():
+        f"{'vs full':>7} {'GFLOP':>7} {'args MiB':>9} {'temp MiB':>9} {'peak MiB':>9}")
+  for name, (_, trainable, n_lora, mem, gflop, total) in built.items():
     t = statistics.median(times[name])
     peak = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
             - mem.alias_size_in_bytes)
     print(f"{name:<12} {total:>10,} {trainable:>10,} {n_lora:>8,} {t:>7.3f} {t / base:>7.2f} "
+          f"{gflop:>7.1f} "
           f"{mem.argument_size_in_bytes * mib:>9.1f} {mem.temp_size_in_bytes * mib:>9.1f} "
           f"{peak * mib:>9.1f}")
 

@@ -172,7 +172,9 @@ def test_a_damaged_newest_checkpoint_falls_back_with_one_warning(tmp_path, caplo
   ckpt = checkpoint_lib.Checkpointer(tmp_path, keep=3)
   with caplog.at_level(logging.WARNING, logger=checkpoint_lib.__name__):
     assert ckpt.intact_step() == 20
-  warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+  # Ours only: orbax warns on its own when a save waited on a slow disk (seen under load).
+  warnings = [r.getMessage() for r in caplog.records
+              if r.name == checkpoint_lib.__name__ and r.levelno == logging.WARNING]
   assert len(warnings) == 1 and "checkpoint 30" in warnings[0] and str(tmp_path) in warnings[0]
   assert ckpt.all_steps() == [10, 20] and ckpt.latest_step() == 20
   kept = [p.name for p in tmp_path.iterdir() if p.name.startswith("30.corrupt")]

@@ -239,9 +239,15 @@ def lr_schedule(cfg: GroupConfig) -> Schedule:
 # ---------------------------------------------------------------------------- the optimiser
 
 class Optimizer(NamedTuple):
-  """`tx`: the optax transformation. `lr_schedules`: group -> schedule (for logging)."""
+  """`tx`: the optax transformation. `lr_schedules`: group -> schedule (for logging).
+
+  `trainable`: params -> a bool pytree like them, False for the parameters of frozen groups
+  (None: all train). The train step differentiates only the True leaves (`train/trainable.py`):
+  a frozen group's weight gradients are never computed, and `tx` gets zeros in their place.
+  """
   tx: optax.GradientTransformation
   lr_schedules: dict[str, Schedule]
+  trainable: Callable[[Any], Any] | None = None
 
   def learning_rates(self, step: jax.typing.ArrayLike) -> dict[str, jax.Array]:
     """Each group's learning rate at update `step` (jit-friendly)."""
@@ -297,4 +303,6 @@ def make_optimizer(labels: Any | Callable[[Any], Any],
       raise ValueError(f"max_grad_norm must be positive or None, got {max_grad_norm}")
     stages.append(optax.clip_by_global_norm(max_grad_norm))
   stages.append(optax.multi_transform({n: group_tx(c) for n, c in cfgs.items()}, labels_fn))
-  return Optimizer(optax.chain(*stages), {n: lr_schedule(c) for n, c in cfgs.items()})
+  trainable = lambda p: jax.tree.map(lambda g: g not in frozen, labels_fn(p))
+  return Optimizer(optax.chain(*stages), {n: lr_schedule(c) for n, c in cfgs.items()},
+                   trainable if frozen else None)

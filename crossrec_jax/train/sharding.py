@@ -75,6 +75,18 @@ DEFAULT_RULES: tuple[tuple[str, P], ...] = (
     # and backward). The cost: the table (and its Adam moments) is not split by fsdp.
     (r"word_embeddings/embedding$", P("tensor", None)),
     (r"position_embeddings/embedding$", P(None, "fsdp")),
+    # ModernBERT (models/modernbert.py: 'layers/N/attn/Wqkv', 'layers/N/mlp/Wi', ...), the same
+    # Megatron split: the fused projections on their output dim, the Wo's on their input dim.
+    # Wqkv's columns are (q | k | v) and Wi's (input | gate), so a 'tensor' shard is a column
+    # block, not whole heads of each of q, k, v: XLA reshards that before the head-split
+    # attention (without a full rematerialization: tests/test_modernbert_sharding.py).
+    (r"layers/\d+/attn/Wqkv/kernel$", P("fsdp", "tensor")),
+    (r"layers/\d+/attn/Wqkv/bias$", P("tensor")),
+    (r"layers/\d+/attn/Wo/kernel$", P("tensor", "fsdp")),
+    (r"layers/\d+/mlp/Wi/kernel$", P("fsdp", "tensor")),
+    (r"layers/\d+/mlp/Wi/bias$", P("tensor")),
+    (r"layers/\d+/mlp/Wo/kernel$", P("tensor", "fsdp")),
+    (r"embeddings/tok_embeddings/embedding$", P("tensor", None)),
     # Pooler and head kernels: FSDP over the input dim (small; replicated when it does not divide).
     (r"pooler/kernel$", P("fsdp", None)),
     (r"(rating_head|discriminator)/.*kernel$", P("fsdp", None)),

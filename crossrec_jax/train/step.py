@@ -12,6 +12,13 @@ What a phase never uses is not computed: with w_s a constant 0 and no alignment,
 is not handed to the objective at all (likewise the target), which halves a single-domain phase's
 cost.
 
+Only the trainable parameters are differentiated (`trainable.py`): the groups a phase freezes
+(`phase.frozen`, e.g. the base encoder of a LoRA phase) enter the loss as closed-over constants,
+so XLA never builds their weight gradients (a LoRA step of the cpu preset: 142.5 -> ~93 GFLOP);
+their parameters leave the step as the arrays that came in, and the optimiser (its state and the
+checkpoints keep the whole tree) gets zeros for them. `grad_norm` is the trainable gradients'
+norm.
+
 With `grad_accum_steps` k > 1 (`config.train.grad_accum_steps`) each batch is split into k
 micro-batches along axis 0 (`accumulate.py`: rows j, j + k, ...); their losses and gradients are
 averaged (a `lax.scan`, so one micro-batch's activations are live at a time) and one optimiser
@@ -41,6 +48,7 @@ from crossrec_jax.tasks.compiled import CompiledStep
 from crossrec_jax.train import accumulate
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
+from crossrec_jax.train import trainable
 from crossrec_jax.train.state import TrainState
 
 __all__ = ["CompiledStep", "reseed_streams", "make_train_step"]
@@ -116,7 +124,10 @@ def make_train_step(graphdef: nnx.GraphDef, rng_state: nnx.State, optimizer: opt
     raise ValueError(f"train.grad_accum_steps must be a positive int, got {grad_accum_steps!r}")
   sides = tuple(side for side, used in (("source", use_source), ("target", use_target)) if used)
 
-  def loss_fn(params, rest, rng, batches, lam_t, w):
+  def loss_fn(train_leaves, cut, rest, rng, batches, lam_t, w):
+    # Only `train_leaves` are differentiated; the frozen leaves in `cut` are closed-over
+    # constants of the loss, so XLA builds no weight gradient for them (trainable.py).
+    params = cut.merge(train_leaves)
     # Fresh stream variables in this trace (dropout mutates their counters as it draws).
     model = nnx.merge(graphdef, params, reseed_streams(rng_state, rng), rest)
     total, aux = objective(model, {side: batches[side] for side in sides}, lam_t, w,
@@ -128,24 +139,31 @@ def make_train_step(graphdef: nnx.GraphDef, rng_state: nnx.State, optimizer: opt
     lam_t = jnp.asarray(lam(t), jnp.float32)
     w = {k: jnp.asarray(weights[k](t), jnp.float32) for k in WEIGHT_NAMES}
     rng = jax.random.fold_in(jax.random.wrap_key_data(state.rng, impl=rng_impl), t)
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+    cut = trainable.split(state.params, optimizer.trainable)
+    grad_fn = jax.value_and_grad(lambda leaves, *args: loss_fn(leaves, cut, *args), has_aux=True)
     batches = {"source": src, "target": tgt}
     if grad_accum_steps == 1:
-      (total, (aux, rest)), grads = grad_fn(state.params, state.rest, rng, batches, lam_t, w)
+      (total, (aux, rest)), train_grads = grad_fn(cut.trainable, state.rest, rng, batches, lam_t,
+                                                  w)
     else:
       _check_rows(batches, sides, grad_accum_steps)
 
       def micro(mb):
         key = jax.random.fold_in(rng, mb["index"][0])
-        (loss, (aux_, _)), g = grad_fn(state.params, state.rest, key, mb["batches"], lam_t, w)
+        (loss, (aux_, _)), g = grad_fn(cut.trainable, state.rest, key, mb["batches"], lam_t, w)
         return (loss, aux_), g
 
       used = {side: batches[side] for side in sides}
-      (total, aux), grads = accumulate.accumulate_gradients(
+      (total, aux), train_grads = accumulate.accumulate_gradients(
           micro, {"batches": used, "index": jnp.arange(grad_accum_steps)}, grad_accum_steps)
       rest = state.rest
+    # The optimiser sees the whole tree (its state and the checkpoints keep their structure);
+    # zeros stand in for the frozen gradients, which it zeroes anyway.
+    grads = cut.full_grads(train_grads)
     updates, opt_state = optimizer.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    # Frozen leaves leave the step as the arrays that came in (not W + 0: exact, and aliasable).
+    params = cut.merge(trainable.split(optax.apply_updates(state.params, updates),
+                                       optimizer.trainable).trainable)
     metrics = {"loss": total, "grad_norm": optax.tree.norm(grads),
                "param_norm": optax.tree.norm(params)}
     if alignment.uses_discriminator:
