@@ -65,6 +65,11 @@ class _QuietLibraries:
   tracebacks of a failed background save (hundreds of lines; `CheckpointError` says it in one)."""
 
   def filter(self, record) -> bool:
+    if record.name == "asyncio" and "/orbax/" in record.getMessage():
+      # With the state sharded over several devices, orbax's save writes several fragments at
+      # once; when they all fail (disk full) only the first error is retrieved, and asyncio
+      # logs each of the others as "Task exception was never retrieved" with its traceback.
+      return False
     if "/orbax/" not in record.pathname:
       return True
     return record.levelno >= logging.converter.STANDARD_WARNING and not record.exc_info

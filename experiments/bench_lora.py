@@ -71,13 +71,14 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_train_step import batches  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
-def variant(preset: str, rank: int, per_domain: bool, all_grads: bool = False):
+def variant(preset: str, rank: int, per_domain: bool, all_grads: bool = False,
+            freeze: bool | None = None):
   """(step runner, trainable parameter count, memory analysis) of one variant."""
   config = config_base.base_config(preset)
   config.model.encoder.lora.update(dict(rank=rank, per_domain=per_domain))
   model = recommender.build_recommender(config.model, rngs=nnx.Rngs(0))
   graphdef, params, rng_state, rest = state_lib.split_model(model)
-  frozen = ("encoder",) if rank else ()
+  frozen = ("encoder",) if (rank if freeze is None else freeze) else ()
   phase = config_base.phase("bench", 1000, source=1.0, target=1.0, frozen=frozen)
   labels = optim.label_params(params, {g: g for g in trainer.optimizer_groups(config)})
   opt = trainer.phase_optimizer(config, phase, labels, "bench")
@@ -116,7 +117,8 @@ def main() -> None:
   parser.add_argument("--repeats", type=int, default=5, help="timed rounds per variant")
   args = parser.parse_args()
   variants = {"full": (0, False, False), "lora": (args.rank, False, False),
-              "lora/domain": (args.rank, True, False), "lora/allgrad": (args.rank, False, True)}
+              "lora/domain": (args.rank, True, False), "lora/allgrad": (args.rank, False, True),
+              "heads only": (0, False, False, True)}
   built = {name: variant(args.preset, *v) for name, v in variants.items()}
   for run, *_ in built.values():
     run(2)  # compile + warm-up
