@@ -2,43 +2,51 @@
 
 Not an experiment config (no get_config): a benchmark script. The preset's cross-encoder (cpu:
 all-MiniLM-L6-v2 truncated to 2 layers, hidden 384; batch 32 + 32 at length 96) runs one joint
-train step (source + target rating losses, one backward, clipping, per-group AdamW) in three
+train step (source + target rating losses, one backward, clipping, per-group AdamW) in five
 variants:
 
   full        every encoder parameter trains (the finetune experiment);
   lora        rank-8 adapters on all attention and MLP projections, the base encoder frozen
               (`optimizer.encoder` -> optax.set_to_zero: no Adam state), heads train;
-  lora/domain the same with one adapter set per domain (configs/lora.py with per_domain).
+  lora/domain the same with one adapter set per domain (configs/lora.py with per_domain);
+  lora/allgrad  lora, with the step as it was before it differentiated only trainable groups
+              (every parameter differentiated, the frozen gradients zeroed by the optimiser);
+  heads only  the base encoder frozen and no adapters (the floor of any frozen-encoder step).
 
 Step time: rounds of `--steps` steps alternate between the variants (load from other processes
-hits all alike); the median round is reported, and its ratio to `full`. Memory: XLA's own
-accounting of the compiled step (`compiled.memory_analysis()`): arguments (parameters, optimiser
-state, batches), temporaries (activations kept for the backward, workspace), and their sum minus
-donated (aliased) buffers as the step's peak.
+hits all alike); the median round is reported, and its ratio to `full`. GFLOP: XLA's count of
+the compiled step (`cost_analysis()`). Memory: XLA's own accounting of the compiled step
+(`compiled.memory_analysis()`): arguments (parameters, optimiser state, batches), temporaries
+(activations kept for the backward, workspace), and their sum minus donated (aliased) buffers as
+the step's peak.
 
   python experiments/bench_lora.py [--preset cpu] [--rank 8] [--steps 3] [--repeats 5]
 
 Measured on the shared 2-core x86 CPU (jax 0.10.2, float32, preset cpu, rank 8), 2026-12-01,
-two runs while other engineers' tests loaded the machine (load average 18.8 -> 25.2, then
-14.9 -> 7.6), so absolute times are depressed and noisy; read the ratios:
+`bench_lora.py --steps 2 --repeats 3`, twice, while other engineers' tests loaded the machine
+(load average 17.4 -> 23.3, then 22.4 -> 18.7), so absolute times are depressed and noisy; read
+the ratios (params 15.8M; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
+"trainable" is the two heads):
 
-  command                              variant      trainable  s/step  vs full  args MiB  temp MiB  peak MiB
-  bench_lora.py --steps 2 --repeats 4  full        15,812,994  15.127     1.00     181.0     876.8    1057.8
-    (load 18.8 -> 25.2)                lora           308,226  16.900     1.12      63.2     970.9    1034.1
-                                       lora/domain    418,818  15.871     1.05      64.4    1043.6    1108.0
-  bench_lora.py --steps 2 --repeats 5  full        15,812,994   7.670     1.00     181.0     876.8    1057.8
-    (load 14.9 -> 7.6)                 lora           308,226   8.566     1.12      63.2     970.9    1034.1
-                                       lora/domain    418,818   8.282     1.08      64.4    1043.6    1108.0
+  run (load)        variant       trainable  s/step  vs full  GFLOP  args MiB  temp MiB  peak MiB
+  1 (17.4 -> 23.3)  full         15,812,994  15.930     1.00  139.9     181.0     876.8    1057.8
+                    lora            308,226  17.888     1.12   94.8      63.2     878.0     941.2
+                    lora/domain     418,818  16.680     1.05   94.7      64.4     903.4     967.9
+                    lora/allgrad    308,226  18.957     1.19  144.2      63.2     970.9    1034.1
+  2 (22.4 -> 18.7)  full         15,812,994  14.572     1.00  139.9     181.0     876.8    1057.8
+                    lora            308,226  13.554     0.93   94.8      63.2     878.0     941.2
+                    lora/domain     418,818  12.530     0.86   94.7      64.4     903.4     967.9
+                    lora/allgrad    308,226  17.976     1.23  144.2      63.2     970.9    1034.1
+                    heads only      197,634   6.294     0.43   48.0      61.9     234.9     296.8
 
-(params 15.8M in all; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
-"trainable" is the two heads). LoRA trains 2% of the parameters and drops the encoder's Adam
-state (arguments 181 -> 63 MiB), but the step is no faster and its peak memory barely smaller:
-train/step.py differentiates every parameter (`jax.grad` over all params, and the logged
-grad_norm keeps the frozen encoder's weight gradients alive), so the base's weight-gradient
-matmuls and buffers are still computed. Compiled alone, the same LoRA forward + backward costs
-142.5 GFLOP / 931 MiB temporaries with gradients for all parameters and 93.3 GFLOP / 850 MiB
-with gradients for the adapters only (scratch check, same shapes): differentiating only the
-trainable groups in the step would cut about a third of LoRA's step FLOPs.
+Differentiating only the trainable groups (train/step.py) cut LoRA's compiled step from 144.2 to
+94.8 GFLOP (-34%) and its peak memory from 1034 to 941 MiB; its step is 0.93-1.12x full
+fine-tuning's (it was 1.12-1.23x; before this change, two earlier runs measured 1.12x). The
+FLOPs fall by a third but the time much less, probably because the rank-8 adapter matmuls ([B*L, 384] x [384, 8]
+and back, forward and backward, on every projection) are memory-bound on this CPU, while the
+weight-gradient matmuls they replaced were compute-bound (not profiled); the frozen base without adapters
+(heads only) runs at 0.43x. On an accelerator the FLOP cut should show more fully (not measured
+here).
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ cost.
 
 Only the trainable parameters are differentiated (`trainable.py`): the groups a phase freezes
 (`phase.frozen`, e.g. the base encoder of a LoRA phase) enter the loss as closed-over constants,
-so XLA never builds their weight gradients (a LoRA step of the cpu preset: 142.5 -> ~93 GFLOP);
+so XLA never builds their weight gradients (a LoRA step of the cpu preset: 144.2 -> 94.8 GFLOP,
+experiments/bench_lora.py);
 their parameters leave the step as the arrays that came in, and the optimiser (its state and the
 checkpoints keep the whole tree) gets zeros for them. `grad_norm` is the trainable gradients'
 norm.
