@@ -158,7 +158,9 @@ def _preparation(cfg: Any, seed: int, tokenizer_id: str) -> dict[str, Any]:
               users=cfg.users.to_dict(), max_examples=cfg.max_examples.to_dict(),
               tokenizer=tokenizer_id,
               # only when set, so that existing TFDS dataset names stay what they were
-              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}))
+              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}),
+              **({"id_history_len": int(cfg.id_history_len)}
+                 if cfg.get("id_history_len", 0) else {}))
 
 
 def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
@@ -178,6 +180,9 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
   report: dict[str, Any] = {"source": cfg.source, "seed": seed}
 
   tfds_name = tfds_dir = None
+  if cfg.use_tfds and int(cfg.get("id_history_len", 0)):
+    raise ValueError("data.use_tfds=True cannot store the ID history yet (data.id_history_len="
+                     f"{int(cfg.id_history_len)}): set data.use_tfds=False")
   if cfg.use_tfds:
     from crossrec_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
     tfds_dir = cfg.tfds_dir or str(cache_dir / "tfds")
@@ -238,7 +243,8 @@ def _build_sets(pair: schema.CrossDomainData, splits: dict[str, splits_lib.Split
     side = "source" if domain_id == 0 else "target"
     built = examples_lib.build_examples(
         pair, splits[side], domain_id=domain_id, template=cfg.template, tokenizer=tokenizer,
-        max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which, cache=cache)
+        max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which, cache=cache,
+        id_history_len=int(cfg.get("id_history_len", 0)))
     sets[name] = subsample_examples(built, int(cfg.max_examples[name]), seed=seed * 100 + i)
     counts[name] = dict(examples=len(sets[name]), built=len(built),
                         labelled=int(np.sum(sets[name]["label_mask"])),

@@ -95,6 +95,7 @@ class Cell:
     cache_dir = sources.default_cache_dir(cfg.cache_dir or None)
     return dict(template=cfg.template, tokenizer=_tokenizer(),
                 max_len=int(cfg.max_len), history_len=int(cfg.history_len),
+                id_history_len=int(cfg.get("id_history_len", 0)),
                 cache=tokenize_lib.TokenCache(_tokenizer(), cache_dir / "tokens"))
 
   def batch_config(self):
