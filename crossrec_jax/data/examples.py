@@ -6,6 +6,12 @@ with history entries the user's last K visible rows strictly before it (`splits.
 oldest first. To fit `max_len`, whole history entries are dropped oldest first; the candidate is
 cut (tail first) only when it alone does not fit, and such examples are counted in `info`.
 
+Segments. Each example has a per-token int8 'segments' column (the length of its input_ids): 0 for
+special tokens and the template text (prefix, the empty-history text), 1 for the user-profile
+segment, 2 for the candidate, and 3 + k for history entry k, k = 0 the newest entry shown (entries
+from the 125th newest on share 127, the int8 maximum). The pipeline derives BERT's token types
+from it (`pipeline.token_types`); explanations attribute scores to its segments.
+
 Pieces are tokenised once per unique text (`tokenize.TokenCache`): each item's candidate text and
 each distinct (item, shown rating) history entry, so assembling an example is a concatenation.
 
@@ -27,18 +33,25 @@ from crossrec_jax.data import splits as splits_lib
 from crossrec_jax.data import text as text_lib
 from crossrec_jax.data import tokenize as tokenize_lib
 
-COLUMNS = ("input_ids", "label", "label_mask", "rating", "domain", "user", "item", "row")
+COLUMNS = ("input_ids", "segments", "label", "label_mask", "rating", "domain", "user", "item",
+           "row")
+# Values of the 'segments' column (see the module docstring).
+SEG_TEMPLATE, SEG_PROFILE, SEG_CANDIDATE, SEG_HISTORY = 0, 1, 2, 3
+SEG_MAX = np.iinfo(np.int8).max
+# Columns an ExampleSet must have ('segments' is optional for sets assembled by hand).
+REQUIRED = tuple(c for c in COLUMNS if c != "segments")
 
 
 class ExampleSet:
   """Columns of prepared examples: `es["label"]` is a column, `len(es)` the number of examples,
-  `es.record(i)` example i as a dict. `input_ids` is an object array of 1-D int32 arrays.
+  `es.record(i)` example i as a dict. `input_ids` is an object array of 1-D int32 arrays and
+  `segments` one of 1-D int8 arrays of the same lengths.
 
   `info` holds counts from building (truncations, cache hits) and the settings used.
   """
 
   def __init__(self, columns: dict[str, np.ndarray], info: dict[str, Any] | None = None):
-    missing = [c for c in COLUMNS if c not in columns]
+    missing = [c for c in REQUIRED if c not in columns]
     if missing:
       raise ValueError(f"ExampleSet is missing columns {missing}")
     sizes = {name: len(col) for name, col in columns.items()}
@@ -163,9 +176,11 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
   no_history = ~(entry >= 0).any(axis=1)
   use_empty = no_history & (piece_len[EMPTY] <= room)
 
-  # Every example as a row of segments (piece id, length), absent ones with length 0; then one
-  # gather from the concatenated pieces builds all token ids at once.
+  # Every example as a row of slots (piece id, length, segment), absent ones with length 0; then
+  # one gather from the concatenated pieces builds all token ids (and segments) at once.
   n = len(rows)
+  k_hist = entry.shape[1]
+  entry_seg = np.minimum(SEG_HISTORY + (k_hist - 1 - np.arange(k_hist)), SEG_MAX)  # newest: 3
   seg_piece = np.concatenate([
       np.full((n, 1), CLS), np.full((n, 1), PREFIX), np.where(use_empty, EMPTY, 0)[:, None],
       np.where(keep, entry, 0), np.full((n, 1), SEP), cand[:, None], np.full((n, 1), SEP)], axis=1)
@@ -173,7 +188,9 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
       np.ones((n, 1), np.int64), np.full((n, 1), piece_len[PREFIX]),
       np.where(use_empty, piece_len[EMPTY], 0)[:, None], np.where(keep, entry_len, 0),
       np.ones((n, 1), np.int64), cand_len[:, None], np.ones((n, 1), np.int64)], axis=1)
-  input_ids = _assemble(pieces, seg_piece, seg_len)
+  seg_value = np.concatenate([[SEG_TEMPLATE] * 3, entry_seg,
+                              [SEG_TEMPLATE, SEG_CANDIDATE, SEG_TEMPLATE]]).astype(np.int8)
+  input_ids, segments = _assemble(pieces, seg_piece, seg_len, seg_value)
   n_cut = int((piece_len[cand] > budget).sum())
   n_dropped = int(((entry >= 0) & ~keep).sum())
   n_short = int(((entry >= 0) & ~keep).any(axis=1).sum())
@@ -185,6 +202,7 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
   label = label.astype(np.float32)
   columns = {
       "input_ids": input_ids,
+      "segments": segments,
       "label": label,
       "label_mask": labelled,
       "rating": rating,
@@ -218,15 +236,16 @@ def _id_history(domain: schema.Domain, visible: np.ndarray, rows: np.ndarray, sh
 
 
 def _assemble(pieces: list[np.ndarray], seg_piece: np.ndarray, seg_len: np.ndarray,
-              chunk: int = 1 << 15) -> np.ndarray:
-  """[n] object array of int32 ids: row i joins pieces[seg_piece[i, j]][:seg_len[i, j]] over j.
+              seg_value: np.ndarray, chunk: int = 1 << 15) -> tuple[np.ndarray, np.ndarray]:
+  """([n] object array of int32 ids, [n] object array of int8 segments): row i joins
+  pieces[seg_piece[i, j]][:seg_len[i, j]] over slots j, each token of slot j marked seg_value[j].
 
   One vectorised gather from the concatenated pieces per chunk of rows (chunks bound the index
   memory); each row is a view into its chunk's buffer.
   """
   pool = np.concatenate(pieces).astype(np.int32)
   piece_start = (np.cumsum([len(x) for x in pieces]) - [len(x) for x in pieces]).astype(np.int32)
-  out = []
+  ids, segs = [], []
   for lo in range(0, len(seg_piece), chunk):
     start = piece_start[seg_piece[lo:lo + chunk]].reshape(-1)
     length = seg_len[lo:lo + chunk].reshape(-1).astype(np.int32)
@@ -234,10 +253,14 @@ def _assemble(pieces: list[np.ndarray], seg_piece: np.ndarray, seg_len: np.ndarr
     gather = np.repeat((start - out_start).astype(np.int64), length)
     gather += np.arange(len(gather))
     tokens = pool[gather]
+    values = np.repeat(np.broadcast_to(seg_value, seg_len[lo:lo + chunk].shape).reshape(-1),
+                       length)
     bounds = np.concatenate([[0], np.cumsum(seg_len[lo:lo + chunk].sum(axis=1))]).tolist()
-    out.extend(tokens[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1))
+    ids.extend(tokens[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1))
+    segs.extend(values[bounds[i]:bounds[i + 1]] for i in range(len(bounds) - 1))
   # fromiter, not `arr[:] = list`: equal-length rows must not broadcast into a 2-D array.
-  return np.fromiter(out, dtype=object, count=len(out))
+  return (np.fromiter(ids, dtype=object, count=len(ids)),
+          np.fromiter(segs, dtype=object, count=len(segs)))
 
 
 def example_text(examples: ExampleSet, i: int, tokenizer: Any) -> str:
