@@ -74,6 +74,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("data.label_fraction", _PROB), ("data.source_label_fraction", _PROB),
     ("data.max_len", _int(1)), ("data.history_len", _int(0)), ("data.buckets", _ints(1)),
     ("data.id_history_len", _int(0)),
+    ("data.history_budget", ("'count' or 'tokens'", lambda v: v in ("count", "tokens"))),
+    ("data.history_cap", _int(1)),
     ("data.batch_size", _int(1)), ("data.target_batch_size", _int(0)),
     ("data.eval_batch_size", _int(1)), ("data.users.*", _int(0)),
     ("data.max_examples.*", _int(0)), ("data.worker_count", _int(0)),

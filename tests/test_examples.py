@@ -290,3 +290,67 @@ def test_token_types_equal_the_tokenizer_pair_encoding(tok):
   batch = next(iter(pipeline.eval_batches(old, pipeline.BatchConfig(batch_size=4, buckets=(128,)))))
   assert not batch["token_type_ids"].any()
 
+
+
+def _shown_entries(es):
+  """History entries shown per example, read from the segments."""
+  return np.array([len(set(x[x >= 3].tolist())) for x in es["segments"]])
+
+
+def test_token_budget_shows_as_many_newest_entries_as_fit(tok):
+  d = _domain(n_users=5, per_user=8)
+  s = splits.with_label_fraction(splits.temporal_loo(d), 0.6, seed=2)
+  count = _build(d, s, tok, history_len=3, max_len=72)
+  assert [x.tolist() for x in count["input_ids"]] == [
+      x.tolist() for x in _build(d, s, tok, history_len=3, max_len=72,
+                                 history_budget="count")["input_ids"]]  # the default
+  assert _shown_entries(count).max() == 3
+  by_tokens = _build(d, s, tok, history_len=3, max_len=72, history_budget="tokens", history_cap=50)
+  shown = _shown_entries(by_tokens)
+  assert shown.max() > 3 and (by_tokens.lengths <= 72).all()
+  dt = text.domain_text("default", d)
+  inter = d.interactions
+  hist = splits.history_rows(d, splits.visible_rows(s, "train"), s.train, 50)
+  labelled = set(s.labelled_rows.tolist())
+  for e in range(len(by_tokens)):
+    older = [x for x in hist[e] if x >= 0][::-1][shown[e]:]  # entries left out, newest first
+    if older:  # the next older entry would not have fit
+      r = older[0]
+      extra = len(_entry_tokens(dt, tok, int(inter.item[r]),
+                                float(inter.rating[r]) if r in labelled else None))
+      assert by_tokens.lengths[e] + extra > 72
+  capped = _build(d, s, tok, max_len=128, history_budget="tokens", history_cap=2)
+  assert _shown_entries(capped).max() == 2
+  info = by_tokens.info["history_shown"]
+  assert info["histogram"] == np.bincount(shown).tolist() and info["max"] == shown.max()
+  assert info["min"] == shown.min() and info["median"] == float(np.median(shown))
+  assert by_tokens.info["history_budget"] == "tokens" and count.info["history_cap"] is None
+  with pytest.raises(ValueError, match="data.history_budget must be"):
+    _build(d, s, tok, history_budget="items")
+
+
+def test_profile_segment_is_leak_free_text_of_the_profile_facts(tok):
+  from crossrec_jax.data import profile
+  d = _domain(n_users=5, per_user=8)
+  s = splits.with_label_fraction(splits.temporal_loo(d), 0.7, seed=4)
+  es = _build(d, s, tok, which="valid", profile="default", max_len=128)
+  inter = d.interactions
+  shown = np.zeros(len(inter), bool)
+  shown[s.labelled_rows] = True
+  stats = profile.profile_stats(d, splits.visible_rows(s, "valid"), shown, s.valid)
+  for e in range(len(es)):
+    seg, ids = es["segments"][e], es["input_ids"][e]
+    got = tok.decode(ids[seg == 1].tolist())
+    assert got.startswith(f"user profile : {stats.count[e]} movies rated" if stats.count[e]
+                          else "user profile : no rated movies yet")
+    assert np.flatnonzero(seg == 1).tolist() == list(range(1, 1 + (seg == 1).sum()))  # after [CLS]
+  # Changing the ratings of the example's row and of every later row leaves its input unchanged.
+  for e in range(len(es)):
+    r = s.valid[e]
+    later = inter.time >= inter.time[r]
+    changed = dataclasses.replace(d, interactions=dataclasses.replace(
+        inter, rating=np.where(later, 6.0 - inter.rating, inter.rating).astype(np.float32)))
+    again = _build(changed, s, tok, which="valid", profile="default", max_len=128)
+    assert again["input_ids"][e].tolist() == es["input_ids"][e].tolist()
+  with pytest.raises(ValueError, match="unknown profile template 'nope' \\(data.profile\\)"):
+    _build(d, s, tok, profile="nope")
