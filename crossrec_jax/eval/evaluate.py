@@ -9,11 +9,14 @@ Three protocols, all on the target domain's own rating scale:
       'test/NDCG@10', 'test/MRR', 'test/n_users', ...; and optionally full ranking over all
       target items except the user's training items for a subset of users -> 'test/full/HR@10', ...;
   (c) cold start: (a) and (b) restricted to users with no training row in the target domain
-      -> 'test/cold/rmse', ... (absent when the split has no such user).
+      -> 'test/cold/rmse', ... (absent when the split has no such user); and (a) restricted to
+      cold-start items, items without a labelled training rating in the target domain (at a
+      label fraction < 1 an item may have unlabelled training rows) -> 'test/cold_item/rmse', ...
 Ties count in expectation (`ranking.py`): a constant scorer gets HR@K = K / C, never 0 or 1.
 
 `make_plan` (eval/plan.py) fixes the rows and candidates once from (domain, split, EvalSpec), so
-every method of a study is scored on exactly the same examples. Two ways to fill a plan with predictions:
+every method of a study is scored on exactly the same examples. Two ways to fill a plan with
+predictions:
   * `evaluate_model(model, domain, plan)`: a baseline with `predict(users, items)` and/or
     `score(users, candidates)` (eval/baselines.py);
   * `Evaluator(data, split, spec, example_kw=..., batch=...)`: a text model. It builds the
@@ -38,11 +41,12 @@ from crossrec_jax.eval import metrics as metrics_lib
 # importable from here (`evaluate.make_plan`, `evaluate.proxy_a_distance`, ...) for callers.
 from crossrec_jax.eval.candidates import candidate_domain, candidate_examples
 from crossrec_jax.eval.domain_gap import proxy_a_distance
-from crossrec_jax.eval.plan import (WHICH, EvalPlan, EvalSpec, PartPlan, cold_users,
+from crossrec_jax.eval.plan import (WHICH, EvalPlan, EvalSpec, PartPlan, cold_items, cold_users,
                                     full_candidates, last_row_per_user, make_plan)
 
 __all__ = [
-    "WHICH", "EvalSpec", "PartPlan", "EvalPlan", "cold_users", "last_row_per_user", "make_plan",
+    "WHICH", "EvalSpec", "PartPlan", "EvalPlan", "cold_users", "cold_items", "last_row_per_user",
+    "make_plan",
     "full_candidates", "candidate_domain", "candidate_examples", "proxy_a_distance",
     "like_threshold", "rating_metrics", "ranking_scores_metrics", "prefixed", "plan_metrics",
     "evaluate_model", "score_fn_from_eval_step", "collect", "Evaluator",
@@ -98,6 +102,11 @@ def plan_metrics(plan: EvalPlan, which: str, *, rating_pred=None, rating_true=No
       cold = part.rating_cold
       pred, true = np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold]
       out.update(prefixed(rating_metrics(pred, true, plan.scale, spec.threshold), f"{which}/cold"))
+    if part.rating_cold_item is not None and part.rating_cold_item.any():
+      cold = part.rating_cold_item
+      pred, true = np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold]
+      out.update(prefixed(rating_metrics(pred, true, plan.scale, spec.threshold),
+                          f"{which}/cold_item"))
   if rank_scores is not None and len(part.rank_rows):
     out.update(prefixed(ranking_scores_metrics(rank_scores, ks=spec.ks), which))
     if part.rank_cold.any():

@@ -18,8 +18,8 @@ import numpy as np
 from crossrec_jax.data import schema
 from crossrec_jax.data import splits as splits_lib
 
-__all__ = ["WHICH", "EvalSpec", "PartPlan", "EvalPlan", "cold_users", "last_row_per_user",
-           "make_plan", "full_candidates"]
+__all__ = ["WHICH", "EvalSpec", "PartPlan", "EvalPlan", "cold_users", "cold_items",
+           "last_row_per_user", "make_plan", "full_candidates"]
 
 WHICH = ("valid", "test")
 
@@ -62,7 +62,8 @@ class EvalSpec:
 class PartPlan:
   """Rows and candidates of one split part.
 
-  rating_rows: interaction rows whose rating is predicted. rating_cold: [len(rating_rows)] bool.
+  rating_rows: interaction rows whose rating is predicted. rating_cold: [len(rating_rows)] bool
+  (a cold-start user's row); rating_cold_item: [len(rating_rows)] bool (a cold-start item's row).
   rank_rows: one row per ranked user (its positive); candidates [R, C] item codes, the positive in
   column 0. full_rows / full_candidates [F, I] / full_mask [F, I]: full ranking (mask False for the
   user's training items and the positive's duplicate).
@@ -76,6 +77,7 @@ class PartPlan:
   full_rows: np.ndarray
   full_candidates: np.ndarray
   full_mask: np.ndarray
+  rating_cold_item: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,7 +87,8 @@ class EvalPlan:
   parts: Mapping[str, PartPlan]
 
   def summary(self) -> str:
-    return "; ".join(f"{w}: {len(p.rating_rows)} ratings ({int(p.rating_cold.sum())} cold), "
+    return "; ".join(f"{w}: {len(p.rating_rows)} ratings ({int(p.rating_cold.sum())} cold users, "
+                     f"{int(np.sum(p.rating_cold_item))} cold items), "
                      f"{len(p.rank_rows)} ranked users x {p.candidates.shape[1]} candidates, "
                      f"{len(p.full_rows)} full-ranking users" for w, p in self.parts.items())
 
@@ -95,6 +98,13 @@ def cold_users(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
   has_train = np.bincount(domain.interactions.user[split.train],
                           minlength=domain.interactions.num_users) > 0
   return ~has_train
+
+
+def cold_items(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
+  """[I] bool: items with no labelled training row in this domain (no rating to learn from)."""
+  labelled = np.bincount(domain.interactions.item[split.labelled_rows],
+                         minlength=domain.num_items) > 0
+  return ~labelled
 
 
 def last_row_per_user(domain: schema.Domain, rows: np.ndarray) -> np.ndarray:
@@ -118,6 +128,7 @@ def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) ->
   """The rows and candidates every method is scored on (deterministic for spec.seed)."""
   inter = domain.interactions
   cold = cold_users(domain, split) if spec.cold_start else np.zeros(inter.num_users, bool)
+  cold_item = cold_items(domain, split) if spec.cold_start else np.zeros(domain.num_items, bool)
   parts = {}
   for which in spec.which:
     # 'test' draws with spec.seed itself (YARDSTICKS P-rank-loo: default_rng(0)), 'valid' with
@@ -143,7 +154,8 @@ def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) ->
     parts[which] = PartPlan(rating_rows=rating_rows, rating_cold=cold[inter.user[rating_rows]],
                             rank_rows=rank_rows, candidates=candidates,
                             rank_cold=cold[inter.user[rank_rows]], full_rows=full_rows,
-                            full_candidates=full_cands, full_mask=full_mask)
+                            full_candidates=full_cands, full_mask=full_mask,
+                            rating_cold_item=cold_item[inter.item[rating_rows]])
   return EvalPlan(spec=spec, scale=domain.scale, parts=parts)
 
 
