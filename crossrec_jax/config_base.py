@@ -233,6 +233,7 @@ def _bi_encoder(c: ml_collections.ConfigDict, preset: str) -> None:
       # rows fall back to text). Text only: item_id_embedding=False (the others off too).
       user_id_embedding=False, id_dropout=0.0,
       item_item=False,      # + EASE-like linear item-item path over the target's items
+      item_item_scale=30.0,  # its weights' multiplier (an lr for them under Adam; models/bi_ids.py)
       history_len=100, user_layers=0, user_heads=4, user_hidden=256, user_dropout=0.0,
       use_rating=True, use_position=False,
       rating_weight=0.0,    # > 0 adds the rating head's MSE on the positives' ratings

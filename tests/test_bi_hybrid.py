@@ -111,6 +111,9 @@ def test_item_item_path_scores_the_history_mean_with_a_zero_diagonal():
   want = np.stack([np.r_[(w0[0] + w0[1]) / 3, 0.0], np.r_[w0[2], 0.0]])
   np.testing.assert_allclose(got, want, rtol=1e-6)
   assert got[1, 2] == 0.0  # an item never predicts itself
+  scaled = bi_ids.ItemItem(rows, 9, scale=30.0, rngs=nnx.Rngs(0))
+  scaled.weight[...] = jnp.asarray(w)
+  np.testing.assert_allclose(np.asarray(scaled(hist, mask, cand)), 30.0 * want, rtol=1e-6)
   with pytest.raises(ValueError, match="distinct catalogue rows"):
     bi_ids.ItemItem(np.array([1, 1]), 9, rngs=nnx.Rngs(0))
 

@@ -212,9 +212,9 @@ class BiEncoderRecommender(nnx.Module):
                dim: int = 128, pooling: str = "mean", score: str = "dot",
                item_hidden: int = 256, item_dropout: float = 0.0, item_id_embedding: bool = False,
                history_id_embedding: bool = False, num_users: int = 0, id_dropout: float = 0.0,
-               item_item_rows: np.ndarray | None = None, user_max_len: int = 100,
-               user_layers: int = 0, user_heads: int = 4, user_hidden: int = 256,
-               user_dropout: float = 0.0, use_rating: bool = True,
+               item_item_rows: np.ndarray | None = None, item_item_scale: float = 1.0,
+               user_max_len: int = 100, user_layers: int = 0, user_heads: int = 4,
+               user_hidden: int = 256, user_dropout: float = 0.0, use_rating: bool = True,
                use_position: bool = False, rating_hidden: tuple[int, ...] = (256,),
                rating_output: str = "regression", rating_dropout: float = 0.1,
                discriminator_hidden: tuple[int, ...] = (256,),
@@ -240,7 +240,8 @@ class BiEncoderRecommender(nnx.Module):
                                 use_rating=use_rating, use_position=use_position,
                                 num_items=num_items if history_id_embedding else 0,
                                 num_users=num_users, id_dropout=id_dropout, rngs=rngs,
-                                item_item=(bi_ids.ItemItem(item_item_rows, num_items, rngs=rngs)
+                                item_item=(bi_ids.ItemItem(item_item_rows, num_items,
+                                                           scale=item_item_scale, rngs=rngs)
                                            if item_item_rows is not None else None))
     self.rating_head = heads_lib.RatingHead(3 * dim, tuple(rating_hidden), output=rating_output,
                                             dropout=rating_dropout, rngs=rngs)
@@ -436,6 +437,7 @@ def build_bi_encoder(cfg: Any, *, rngs: nnx.Rngs, num_items: int | None = None,
       history_id_embedding=bool(bi.get("history_id_embedding", False)),
       num_users=num_users if users else 0, id_dropout=float(bi.get("id_dropout", 0.0)),
       item_item_rows=item_item_rows if pairs else None,
+      item_item_scale=float(bi.get("item_item_scale", 1.0)),
       user_max_len=int(bi.history_len), user_layers=int(bi.user_layers),
       user_heads=int(bi.user_heads), user_hidden=int(bi.user_hidden),
       user_dropout=float(bi.user_dropout), use_rating=bool(bi.use_rating),

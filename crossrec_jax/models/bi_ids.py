@@ -1,7 +1,7 @@
 """The bi-encoder's ID terms beside the text: ID dropout and a linear item-item path.
 
     IdDropout:  e -> e * z,  z ~ Bernoulli(1 - p) per row, at train time only (no 1/(1-p) rescale)
-    ItemItem:   s(user, i) = mean_{j in history} W[j, i],  W [R, R], diag(W) = 0
+    ItemItem:   s(user, i) = scale * mean_{j in history} W[j, i],  W [R, R], diag(W) = 0
 
 ID dropout (as in DropoutNet, Volkovs et al. 2017): the towers add ID embeddings (item, history
 entry, user) to the text path; dropping a whole embedding during training makes the model score
@@ -17,7 +17,11 @@ one scale) times an item-item weight matrix with a zero diagonal (an item never 
 itself). W covers the R catalogue rows of `index` (e.g. the target domain's); a history entry or
 candidate outside them contributes / gets 0, so a source batch trains the weights of the items
 it shares with the target by text, like EASE with source rows. W is an ID term (one weight per
-pair of catalogue rows): a text-only model has none.
+pair of catalogue rows): a text-only model has none. `scale` multiplies the weights: with Adam a
+weight moves by about the learning rate per step whatever its gradient, and a mean over a history
+needs weights of the towers' logit size (~10) to matter, which at lr 3e-4 and scale 1 takes ~30k
+steps (measured, target_only seed 2022: at scale 1, 400 steps in, valid NDCG@10 0.1682 against
+the towers' 0.1671 alone).
 """
 
 from __future__ import annotations
@@ -55,7 +59,8 @@ class ItemItemIndex(nnx.Variable):
 class ItemItem(nnx.Module):
   """Linear item-item scores over the catalogue rows that `index` covers (module docstring)."""
 
-  def __init__(self, rows: np.ndarray, num_catalogue: int, *, rngs: nnx.Rngs):
+  def __init__(self, rows: np.ndarray, num_catalogue: int, *, scale: float = 1.0,
+               rngs: nnx.Rngs):
     del rngs  # zero init: training starts from the towers alone
     rows = np.asarray(rows, np.int64)
     if rows.ndim != 1 or len(rows) == 0 or len(np.unique(rows)) != len(rows):
@@ -66,6 +71,7 @@ class ItemItem(nnx.Module):
     index[rows] = np.arange(len(rows), dtype=np.int32)
     self.index = ItemItemIndex(jnp.asarray(index))
     self.weight = nnx.Param(jnp.zeros((len(rows), len(rows)), jnp.float32))
+    self.scale = float(scale)
 
   @property
   def size(self) -> int:
@@ -91,7 +97,7 @@ class ItemItem(nnx.Module):
     """[C] catalogue rows -> [C, R]: each candidate's column of W (zero diagonal; zero for a row
     outside the covered ones), so that scores are `history(...) @ columns(...).T`."""
     idx = self._local(cand_rows)
-    w = self.weight[...] * (1.0 - jnp.eye(self.size, dtype=jnp.float32))
+    w = self.weight[...] * (self.scale * (1.0 - jnp.eye(self.size, dtype=jnp.float32)))
     cols = jnp.take(w, jnp.clip(idx, 0, self.size - 1), axis=1).T  # [C, R]
     return jnp.where((idx >= 0)[:, None], cols, 0.0)
 
