@@ -195,3 +195,36 @@ def test_assemble_chunks_agree():
     got = examples._assemble(  # pylint: disable=protected-access
         pieces, seg_piece, seg_len, chunk=chunk)
     assert [x.tolist() for x in got] == expect
+
+
+@pytest.mark.parametrize("which", ["train", "valid", "test"])
+def test_id_history_matches_history_rows_and_hides_labels(tok, which):
+  d = _domain(n_users=5, per_user=7)
+  s = splits.make_split(d, "ratio", seed=0, label_fraction=0.5)
+  es = _build(d, s, tok, which=which, id_history_len=4)
+  rows = s.rows(which)
+  hist = splits.history_rows(d, splits.visible_rows(s, which, False), rows, 4)
+  inter = d.interactions
+  want_items = np.where(hist >= 0, inter.item[np.maximum(hist, 0)], -1)
+  np.testing.assert_array_equal(es["history_item"], want_items)
+  assert es["history_item"].dtype == np.int32 and es["history_item"].shape == (len(rows), 4)
+  shown = np.isin(hist, s.labelled_rows) & (hist >= 0)
+  want_r = np.where(shown, d.scale.normalise(inter.rating[np.maximum(hist, 0)]), -1.0)
+  np.testing.assert_allclose(es["history_rating"], want_r, rtol=0, atol=1e-6)
+  # Some history entries hide their (unlabelled) rating, and no hidden one leaks.
+  assert (hist >= 0).sum() > shown.sum() > 0
+  # The text's own history is unchanged by the ID history.
+  plain = _build(d, s, tok, which=which)
+  assert all(np.array_equal(a, b) for a, b in zip(plain["input_ids"], es["input_ids"]))
+  assert "history_item" not in plain.columns
+
+
+def test_id_history_batches_through_the_pipeline(tok):
+  from crossrec_jax.data import pipeline
+  d = _domain()
+  s = splits.temporal_loo(d)
+  es = _build(d, s, tok, id_history_len=3)
+  batch = next(iter(pipeline.eval_batches(es, pipeline.BatchConfig(batch_size=4, buckets=(128,)))))
+  assert batch["history_item"].shape == (4, 3) and batch["history_rating"].shape == (4, 3)
+  idx = batch["index"][0]
+  np.testing.assert_array_equal(batch["history_item"][0], es["history_item"][idx])

@@ -82,7 +82,8 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
                    max_len: int, history_len: int, which: splits_lib.Which,
                    cache_dir: str | os.PathLike | None = None, test_sees_valid: bool = False,
                    noun: str | tuple[str, str] | None = None,
-                   cache: tokenize_lib.TokenCache | None = None) -> ExampleSet:
+                   cache: tokenize_lib.TokenCache | None = None,
+                   id_history_len: int = 0) -> ExampleSet:
   """Tokenised examples of one split part of one domain.
 
   Args:
@@ -97,6 +98,11 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
     test_sees_valid: test histories may include valid rows (see `splits.visible_rows`).
     noun: override the domain's noun ("book" or ("book", "books")).
     cache: reuse a `TokenCache` across calls (it must wrap the same tokenizer).
+    id_history_len: > 0 adds the ID history of models that read items by ID instead of text
+      (`models/hybrid.py`): 'history_item' [R, K] int32, the last K visible items oldest first,
+      left-padded with -1, and 'history_rating' [R, K] float32, their rating on the [0, 1] scale
+      where the example may show it (the same rule as the text's ratings), else -1. K is
+      independent of `history_len`: no token budget limits it.
   """
   domain = _domain_of(data, domain_id)
   inter = domain.interactions
@@ -187,6 +193,8 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
       "item": inter.item[rows].astype(np.int32),
       "row": rows.astype(np.int64),
   }
+  if id_history_len > 0:
+    columns.update(_id_history(domain, visible, rows, shown, int(id_history_len)))
   info = dict(domain=domain.name, which=which, template=texts.template.name, max_len=max_len,
               history_len=history_len, test_sees_valid=test_sees_valid,
               tokenizer=cache.identity, candidates_truncated=n_cut,
@@ -194,6 +202,19 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
               unique_pieces=len(pieces) - 2, cache_hits=cache.hits - hits,
               cache_misses=cache.misses - misses)
   return ExampleSet(columns, info)
+
+
+def _id_history(domain: schema.Domain, visible: np.ndarray, rows: np.ndarray, shown: np.ndarray,
+                k: int) -> dict[str, np.ndarray]:
+  """'history_item' / 'history_rating' columns (see `build_examples`' id_history_len)."""
+  inter = domain.interactions
+  hist = splits_lib.history_rows(domain, visible, rows, k)  # [R, K] rows, -1 padded
+  present = hist >= 0
+  safe = np.maximum(hist, 0)
+  items = np.where(present, inter.item[safe], -1).astype(np.int32)
+  seen = present & shown[safe]
+  ratings = np.where(seen, domain.scale.normalise(inter.rating[safe]), -1.0).astype(np.float32)
+  return {"history_item": items, "history_rating": ratings}
 
 
 def _assemble(pieces: list[np.ndarray], seg_piece: np.ndarray, seg_len: np.ndarray,

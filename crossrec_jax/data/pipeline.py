@@ -49,6 +49,9 @@ Batch = dict[str, np.ndarray]
 RECORD_FIELDS = ("input_ids", "label", "label_mask", "rating", "domain", "user", "item")
 _SCALARS = {"label": np.float32, "label_mask": np.float32, "rating": np.float32,
             "domain": np.int32, "user": np.int32, "item": np.int32}
+# Fixed-width per-example arrays, batched when the examples carry them (`build_examples`'
+# id_history_len): [B, K].
+_ARRAYS = {"history_item": np.int32, "history_rating": np.float32}
 SOURCE_STREAM, TARGET_STREAM = 0, 1
 
 
@@ -217,6 +220,9 @@ def collate(rows: Sequence[Mapping[str, Any]], indices: np.ndarray, seq_len: int
   out["token_type_ids"] = np.zeros((b, seq_len), np.int32)
   for name, dt in _SCALARS.items():
     out[name] = np.array([r[name] for r in rows], dt)
+  for name, dt in _ARRAYS.items():
+    if name in rows[0]:
+      out[name] = np.stack([np.asarray(r[name]) for r in rows]).astype(dt)
   valid = (np.asarray(indices) >= 0).astype(np.float32)
   out["label_mask"] *= valid  # padding rows never count in a loss or metric
   out["valid"] = valid

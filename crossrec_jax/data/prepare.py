@@ -115,6 +115,7 @@ class PreparedData:
   window: int = 32
   pair_window: int = 128
   worker_count: int = 0
+  pair: schema.CrossDomainData | None = None  # the subsampled domains (catalogues, ID ranges)
 
   def _cfg(self, batch_size: int, seed: int) -> pipeline.BatchConfig:
     return pipeline.BatchConfig(batch_size=batch_size, buckets=self.buckets, window=self.window,
@@ -158,7 +159,9 @@ def _preparation(cfg: Any, seed: int, tokenizer_id: str) -> dict[str, Any]:
               users=cfg.users.to_dict(), max_examples=cfg.max_examples.to_dict(),
               tokenizer=tokenizer_id,
               # only when set, so that existing TFDS dataset names stay what they were
-              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}))
+              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}),
+              **({"id_history_len": int(cfg.id_history_len)}
+                 if cfg.get("id_history_len", 0) else {}))
 
 
 def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
@@ -178,6 +181,9 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
   report: dict[str, Any] = {"source": cfg.source, "seed": seed}
 
   tfds_name = tfds_dir = None
+  if cfg.use_tfds and int(cfg.get("id_history_len", 0)):
+    raise ValueError("data.use_tfds=True cannot store the ID history yet (data.id_history_len="
+                     f"{int(cfg.id_history_len)}): set data.use_tfds=False")
   if cfg.use_tfds:
     from crossrec_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
     tfds_dir = cfg.tfds_dir or str(cache_dir / "tfds")
@@ -224,7 +230,7 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
       target_batch_size=int(cfg.target_batch_size or cfg.batch_size),
       eval_batch_size=int(cfg.eval_batch_size), buckets=buckets,
       window=int(cfg.window), pair_window=int(cfg.pair_window),
-      worker_count=int(cfg.worker_count))
+      worker_count=int(cfg.worker_count), pair=pair)
 
 
 def _build_sets(pair: schema.CrossDomainData, splits: dict[str, splits_lib.Split], cfg: Any,
@@ -238,7 +244,8 @@ def _build_sets(pair: schema.CrossDomainData, splits: dict[str, splits_lib.Split
     side = "source" if domain_id == 0 else "target"
     built = examples_lib.build_examples(
         pair, splits[side], domain_id=domain_id, template=cfg.template, tokenizer=tokenizer,
-        max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which, cache=cache)
+        max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which, cache=cache,
+        id_history_len=int(cfg.get("id_history_len", 0)))
     sets[name] = subsample_examples(built, int(cfg.max_examples[name]), seed=seed * 100 + i)
     counts[name] = dict(examples=len(sets[name]), built=len(built),
                         labelled=int(np.sum(sets[name]["label_mask"])),

@@ -95,6 +95,7 @@ class Cell:
     cache_dir = sources.default_cache_dir(cfg.cache_dir or None)
     return dict(template=cfg.template, tokenizer=_tokenizer(),
                 max_len=int(cfg.max_len), history_len=int(cfg.history_len),
+                id_history_len=int(cfg.get("id_history_len", 0)),
                 cache=tokenize_lib.TokenCache(_tokenizer(), cache_dir / "tokens"))
 
   def batch_config(self):
@@ -113,7 +114,7 @@ class Cell:
 
   def score(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> dict[str, float]:
     """The study's protocol on a finished run (its last checkpoint, restored)."""
-    eval_step, params = finished.restore_final(config, run_dir)
+    eval_step, params = finished.restore_final(config, run_dir, data=self.prepared)
     return self.evaluator(evaluate.score_fn_from_eval_step(eval_step, params))
 
   def fit_baseline(self, name: str, out_dir: pathlib.Path) -> dict[str, float]:
