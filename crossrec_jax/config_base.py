@@ -299,6 +299,12 @@ def _bi_encoder(c: ml_collections.ConfigDict, preset: str) -> None:
       cached_only=True,     # frozen item tower: train on cached vectors, no BERT in the step
       dim=128, score="dot", temperature=1.0,
       item_hidden=256, item_dropout=0.0, item_id_embedding=True, history_id_embedding=False,
+      # SVD++-like ID terms beside the text (models/bi_encoder.py): a user-id embedding, and
+      # ID dropout, each ID embedding dropped whole with this probability at train time (cold
+      # rows fall back to text). Text only: item_id_embedding=False (the others off too).
+      user_id_embedding=False, id_dropout=0.0,
+      item_item=False,      # + EASE-like linear item-item path over the target's items
+      item_item_scale=30.0,  # its weights' multiplier (an lr for them under Adam; models/bi_ids.py)
       history_len=100, user_layers=0, user_heads=4, user_hidden=256, user_dropout=0.0,
       use_rating=True, use_position=False,
       rating_weight=0.0,    # > 0 adds the rating head's MSE on the positives' ratings
