@@ -74,6 +74,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("data.label_fraction", _PROB), ("data.source_label_fraction", _PROB),
     ("data.max_len", _int(1)), ("data.history_len", _int(0)), ("data.buckets", _ints(1)),
     ("data.id_history_len", _int(0)),
+    ("data.history_budget", ("'count' or 'tokens'", lambda v: v in ("count", "tokens"))),
+    ("data.history_cap", _int(1)),
     ("data.batch_size", _int(1)), ("data.target_batch_size", _int(0)),
     ("data.eval_batch_size", _int(1)), ("data.users.*", _int(0)),
     ("data.max_examples.*", _int(0)), ("data.worker_count", _int(0)),
@@ -94,6 +96,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.encoder.lora.rank", _int(0)), ("model.encoder.lora.alpha", _num(0.0, lo_open=True)),
     ("model.rating_head.hidden", _ints(1)), ("model.rating_head.dropout", _DROPOUT),
     ("model.discriminator.hidden", _ints(1)), ("model.discriminator.dropout", _DROPOUT),
+    ("model.bi_encoder.id_dropout", _PROB),  # 1 = always text only at train time
+    ("model.bi_encoder.item_item_scale", _num(0.0, lo_open=True)),
     ("model.bi_encoder.*dropout", _DROPOUT), ("model.bi_encoder.temperature", _num(0.0, lo_open=True)),
     ("model.bi_encoder.rating_weight", _num(0.0)), ("model.bi_encoder.num_items", _int(0)),
     ("model.bi_encoder.history_len", _int(1)), ("model.bi_encoder.user_layers", _int(0)),
