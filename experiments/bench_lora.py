@@ -23,9 +23,9 @@ the step's peak.
   python experiments/bench_lora.py [--preset cpu] [--rank 8] [--steps 3] [--repeats 5]
 
 Measured on the shared 2-core x86 CPU (jax 0.10.2, float32, preset cpu, rank 8), 2026-12-01,
-`bench_lora.py --steps 2 --repeats 3`, twice, while other engineers' tests loaded the machine
-(load average 17.4 -> 23.3, then 22.4 -> 18.7), so absolute times are depressed and noisy; read
-the ratios (params 15.8M; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
+`bench_lora.py --steps 2 --repeats 3`, three times, the first two while other engineers' tests
+loaded the machine (load average 17.4 -> 23.3, then 22.4 -> 18.7; the third at 1.3 -> 5.3), so
+absolute times are depressed and noisy; read the ratios (params 15.8M; LoRA 110,592 adapter parameters, 221,184 per-domain; the rest of
 "trainable" is the two heads):
 
   run (load)        variant       trainable  s/step  vs full  GFLOP  args MiB  temp MiB  peak MiB
@@ -38,10 +38,16 @@ the ratios (params 15.8M; LoRA 110,592 adapter parameters, 221,184 per-domain; t
                     lora/domain     418,818  12.530     0.86   94.7      64.4     903.4     967.9
                     lora/allgrad    308,226  17.976     1.23  144.2      63.2     970.9    1034.1
                     heads only      197,634   6.294     0.43   48.0      61.9     234.9     296.8
+  3 (1.3 -> 5.3)    full         15,812,994   3.724     1.00  139.9     181.0     876.8    1057.9
+                    lora            308,226   4.186     1.12   94.8      63.2     878.0     941.2
+                    lora/domain     418,818   3.837     1.03   94.7      64.4     903.4     967.9
+                    lora/allgrad    308,226   5.224     1.40  144.2      63.2     970.9    1034.1
+                    heads only      197,634   1.876     0.50   48.0      61.9     234.9     296.8
 
 Differentiating only the trainable groups (train/step.py) cut LoRA's compiled step from 144.2 to
-94.8 GFLOP (-34%) and its peak memory from 1034 to 941 MiB; its step is 0.93-1.12x full
-fine-tuning's (it was 1.12-1.23x; before this change, two earlier runs measured 1.12x). The
+94.8 GFLOP (-34%) and its peak memory from 1034 to 941 MiB; its step is 1.12x full fine-tuning's
+in the least loaded run (0.93-1.12x in all three), against 1.40x (1.19-1.40x) with every
+gradient: LoRA's step is 20% faster than before, but still not faster than full fine-tuning. The
 FLOPs fall by a third but the time much less, probably because the rank-8 adapter matmuls ([B*L, 384] x [384, 8]
 and back, forward and backward, on every projection) are memory-bound on this CPU, while the
 weight-gradient matmuls they replaced were compute-bound (not profiled); the frozen base without adapters
