@@ -137,3 +137,28 @@ def test_a_planted_history_item_ranks_first(method):
   assert np.all(got["score"] > 0.8)  # the model does use the planted item
   top = np.argmax(got["history"], axis=1)
   assert np.mean(top == where) >= 0.95, (top, where)
+
+
+def test_bi_encoder_contributions_are_exact_removals():
+  from crossrec_jax.explain import bi_encoder as bi_explain
+  from crossrec_jax.models import bi_encoder as bi_model
+  model = bi_model.BiEncoderRecommender(None, num_items=12, text_dim=8, dim=16, item_hidden=16,
+                                        user_hidden=16, rating_hidden=(8,),
+                                        discriminator_hidden=(8,), rngs=nnx.Rngs(0))
+  model.set_item_text(np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32))
+  batch = {"hist_item": np.array([[-1, 2, 3, 4], [5, 6, -1, -1], [7, 8, 9, 10]], np.int32),
+           "hist_rating": np.full((3, 4), 0.75, np.float32),
+           "hist_mask": np.array([[0, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 1]], np.float32),
+           "item": np.array([1, 11, 0], np.int32)}
+  ex = bi_explain.BiEncoderExplainer(model, chunk=4)
+  got = ex.explain(batch)
+  assert got["history"].shape == (3, 4) and np.isnan(got["history"][0, 3])
+  for b, k, col in ((0, 0, 3), (0, 2, 1), (1, 0, 1), (2, 3, 0)):  # entry k = k-th from the newest
+    edited = {name: v[b:b + 1].copy() for name, v in batch.items()}
+    edited["hist_item"][0, col], edited["hist_mask"][0, col] = -1, 0
+    u = np.asarray(model.user_vectors({k_: jnp.asarray(v) for k_, v in edited.items()}))
+    v = np.asarray(model.item_vectors(jnp.asarray(edited["item"])))
+    np.testing.assert_allclose(got["history"][b, k], got["score"][b] - np.sum(u * v), atol=1e-5)
+    u_full, _ = ex.vectors({name: v_[b:b + 1] for name, v_ in batch.items()})
+    np.testing.assert_allclose(got["user_delta"][b, k], (u_full - u)[0], atol=1e-5)
+  assert np.all(got["user_change"][~np.isnan(got["history"])] > 0)

@@ -1,0 +1,72 @@
+"""explain/segments.py: per-token units of real examples, and the edits that remove entries."""
+
+import numpy as np
+import pytest
+
+from crossrec_jax.data import splits, text, tokenize
+from crossrec_jax.explain import edits, segments as seg_lib
+from test_examples import _build, _domain
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return tokenize.load_tokenizer()
+
+
+@pytest.mark.parametrize("max_len", [128, 40])  # 40: older entries are dropped to fit
+def test_segments_mark_each_history_entry_and_the_candidate(tok, max_len):
+  d = _domain(n_users=4, per_user=6)
+  s = splits.temporal_loo(d)
+  ex = _build(d, s, tok, which="test", max_len=max_len, history_len=4)
+  segs = seg_lib.example_segments(ex, d, s, tokenizer=tok, domain_id=1, template="default",
+                                  max_len=max_len, history_len=4, which="test")
+  texts = text.domain_text("default", d)
+  cache = tokenize.TokenCache(tok)
+  inter = d.interactions
+  hist = splits.history_rows(d, splits.visible_rows(s, "test", False), s.rows("test"), 4)
+  seen_entries = 0
+  for i, (ids, seg) in enumerate(zip(ex["input_ids"], segs)):
+    assert len(seg) == len(ids) and seg[0] == seg_lib.SPECIAL and seg[-1] == seg_lib.SPECIAL
+    cand = cache.encode([texts.candidate(int(ex["item"][i]))])[0]
+    np.testing.assert_array_equal(ids[seg == seg_lib.CANDIDATE], cand)
+    n = seg_lib.num_entries(seg)
+    seen_entries += n
+    past = [r for r in hist[i] if r >= 0][::-1]  # newest first
+    for k in range(n):
+      item, rating = int(inter.item[past[k]]), float(inter.rating[past[k]])
+      options = cache.encode([texts.entry(item, rating), texts.entry(item, None)])
+      got = ids[seg == seg_lib.HISTORY + k]
+      assert any(np.array_equal(got, o) for o in options), (i, k)
+    hist_pos = np.flatnonzero(seg >= seg_lib.HISTORY)
+    assert np.all(np.diff(seg[hist_pos]) <= 0)  # oldest first in the text: k decreases
+  assert seen_entries > 0
+  if max_len == 40:
+    assert ex.info["history_entries_dropped"] > 0
+
+
+def test_example_segments_uses_the_datas_own_column():
+  class WithColumn:
+    def keys(self):
+      return ["segments"]
+
+    def __getitem__(self, name):
+      return "the column"
+  assert seg_lib.example_segments(WithColumn(), None, None) == "the column"
+
+
+def test_drop_entries_on_history_arrays_numbers_entries_from_the_newest():
+  batch = {"hist_item": np.array([[-1, 7, 8, 9], [3, 4, -1, -1]]),
+           "hist_rating": np.ones((2, 4), np.float32), "hist_mask": np.array([[0, 1, 1, 1],
+                                                                             [1, 1, 0, 0]])}
+  np.testing.assert_array_equal(edits.entry_counts(batch), [3, 2])
+  drop = np.array([[True, False, True], [False, True, False]])  # row 0: newest and oldest
+  out = edits.drop_entries(batch, drop)
+  np.testing.assert_array_equal(out["hist_item"], [[-1, -1, 8, -1], [-1, 4, -1, -1]])
+  np.testing.assert_array_equal(out["hist_mask"], [[0, 0, 1, 0], [0, 1, 0, 0]])
+  assert batch["hist_item"][0, 3] == 9  # the input is not modified
+  ids = {"history_item": np.array([[5, 6]]), "history_rating": np.array([[0.2, 0.9]])}
+  out = edits.drop_entries(ids, np.array([[True, False]]))
+  np.testing.assert_array_equal(out["history_item"], [[5, -1]])
+  np.testing.assert_array_equal(out["history_rating"], [[0.2, 0.0]])
+  with pytest.raises(KeyError, match="segments"):
+    edits.layout({"input_ids": np.zeros((1, 3))})
