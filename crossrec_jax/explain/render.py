@@ -13,7 +13,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["ranked", "summary_lines", "html_page", "bar_chart"]
+__all__ = ["ranked", "summary_lines", "html_fragment", "html_page", "bar_chart"]
 
 
 def ranked(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -85,18 +85,25 @@ def _record_html(record: dict[str, Any], index: int) -> str:
   return "\n".join(parts)
 
 
-_STYLE = """body { font-family: sans-serif; max-width: 60em; margin: 2em auto; }
-table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 2px 6px; }
-.tok { padding: 1px 0; } .seg2 { text-decoration: underline; } .tokens { line-height: 1.8; }"""
+_STYLE = """.crossrec-explain table { border-collapse: collapse; margin: 1em 0; }
+.crossrec-explain td, .crossrec-explain th { border: 1px solid #ccc; padding: 2px 6px; }
+.crossrec-explain .tok { padding: 1px 0; } .crossrec-explain .seg2 { text-decoration: underline; }
+.crossrec-explain .tokens { line-height: 1.8; }"""
+
+
+def html_fragment(records: Sequence[dict[str, Any]]) -> str:
+  """The records as one <div> with its own (scoped) style: for a notebook's inline HTML."""
+  body = "\n".join(_record_html(r, i) for i, r in enumerate(records))
+  return (f'<div class="crossrec-explain"><style>{_STYLE}</style>\n<p>Red: pushes the predicted '
+          f'rating up; blue: down. Underlined tokens: the candidate.</p>\n{body}\n</div>')
 
 
 def html_page(records: Sequence[dict[str, Any]], title: str = "crossrec_jax explanations") -> str:
-  """One page: every record's prediction, ranked history items and shaded tokens."""
-  body = "\n".join(_record_html(r, i) for i, r in enumerate(records))
+  """A standalone page: every record's prediction, ranked history items and shaded tokens."""
   return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>'
-          f'{html.escape(title)}</title><style>{_STYLE}</style></head><body>'
-          f'<h1>{html.escape(title)}</h1>\n<p>Red: pushes the predicted rating up; blue: down. '
-          f'Underlined tokens: the candidate.</p>\n{body}\n</body></html>\n')
+          f'{html.escape(title)}</title><style>body {{ font-family: sans-serif; max-width: 60em; '
+          f'margin: 2em auto; }}</style></head><body><h1>{html.escape(title)}</h1>\n'
+          f'{html_fragment(records)}\n</body></html>\n')
 
 
 def bar_chart(record: dict[str, Any], path: str | pathlib.Path, width: int = 48) -> pathlib.Path:
