@@ -112,3 +112,21 @@ def test_cli_mistakes_are_one_line_and_exit_2(finished_run, capsys):
                          "--examples=1"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       "FATAL: --workdir=/no/such/run: no such directory"], proc.stderr
+
+
+def test_faithfulness_benchmark_table_on_a_tiny_run(finished_run, tmp_path):
+  from conftest import experiment_module
+  from crossrec_jax.explain import run as run_lib
+  bench = experiment_module("explain_faithfulness")
+  explained = run_lib.ExplainedRun.load(finished_run, chunk=8)
+  picks = explained.first(6)
+  lines, results = bench.deletion_table(explained, picks, steps=8, seed=0, cache=tmp_path)
+  assert sorted(p.name for p in tmp_path.glob("faithfulness_*.npz")) == [
+      "faithfulness_ig8_6_0.npz", "faithfulness_loo_6_0.npz"]
+  for name in ("IG top-k", "LOO top-k", "random k", "recent k"):
+    assert sum(line.startswith(f"| {name} |") for line in lines) == 1
+  # Removing the entry of largest |LOO change| changes the prediction most, by definition.
+  assert results["LOO top-k@1"][0] >= max(results[f"{n}@1"][0] for n in
+                                          ("IG top-k", "random k", "recent k")) - 1e-9
+  again, _ = bench.deletion_table(explained, picks, steps=8, seed=0, cache=tmp_path)
+  assert again == lines  # the cached explanations give the same table

@@ -67,6 +67,16 @@ def test_drop_entries_on_history_arrays_numbers_entries_from_the_newest():
   ids = {"history_item": np.array([[5, 6]]), "history_rating": np.array([[0.2, 0.9]])}
   out = edits.drop_entries(ids, np.array([[True, False]]))
   np.testing.assert_array_equal(out["history_item"], [[5, -1]])
-  np.testing.assert_array_equal(out["history_rating"], [[0.2, 0.0]])
+  np.testing.assert_array_equal(out["history_rating"], [[0.2, -1.0]])  # the builder's pad
+  # Text and an ID history in one batch: entry k goes from both.
+  both = {"segments": np.array([[0, 4, 4, 3, 3, 2, -1]]), "input_ids": np.array([[1, 2, 3, 4, 5, 6, 0]]),
+          "attention_mask": np.array([[1, 1, 1, 1, 1, 1, 0]]),
+          "history_item": np.array([[-1, 8, 9]]), "history_rating": np.array([[-1.0, 0.5, 0.75]])}
+  np.testing.assert_array_equal(edits.entry_counts(both), [2])
+  out = edits.drop_entries(both, np.array([[True, False]]))  # the newest
+  np.testing.assert_array_equal(out["input_ids"], [[1, 2, 3, 6, 0, 0, 0]])
+  np.testing.assert_array_equal(out["segments"], [[0, 4, 4, 2, -1, -1, -1]])
+  np.testing.assert_array_equal(out["attention_mask"], [[1, 1, 1, 1, 0, 0, 0]])
+  np.testing.assert_array_equal(out["history_item"], [[-1, 8, -1]])
   with pytest.raises(KeyError, match="segments"):
     edits.layout({"input_ids": np.zeros((1, 3))})

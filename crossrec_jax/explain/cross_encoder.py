@@ -27,7 +27,6 @@ from crossrec_jax.models import recommender as recommender_lib
 __all__ = ["METHODS", "CrossEncoderExplainer"]
 
 METHODS = ("ig", "loo")
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "domain")
 
 
 class CrossEncoderExplainer:
@@ -51,8 +50,9 @@ class CrossEncoderExplainer:
 
   def score_fn(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
     """[B] predicted rating in [0, 1] (the `removal.ScoreFn` of this model)."""
-    return np.asarray(self._score(self._state, {k: jnp.asarray(batch[k]) for k in _MODEL_KEYS
-                                                if k in batch}))
+    # Every column but the segments: a model may read more than tokens (an ID history).
+    return np.asarray(self._score(self._state, {k: jnp.asarray(v) for k, v in batch.items()
+                                                if k != "segments"}))
 
   def explain(self, batch: Mapping[str, np.ndarray], method: str = "ig") -> dict[str, np.ndarray]:
     """The module docstring's dict for every row of `batch`, `chunk` rows per compiled call."""

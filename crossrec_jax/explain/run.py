@@ -63,6 +63,8 @@ class ExplainedRun:
     for which in WHICH:
       kw = dict(domain_id=1, template=cfg.template, tokenizer=self.tokenizer,
                 max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which)
+      if int(cfg.get("id_history_len", 0)):  # the ID history of hybrid models, as prepare builds it
+        kw["id_history_len"] = int(cfg.id_history_len)
       ex = examples_lib.build_examples(self.domain, self.split, cache=cache, **kw)
       self.examples[which] = ex
       self.segments[which] = segments.example_segments(ex, self.domain, self.split, cache=cache,
@@ -129,7 +131,11 @@ class ExplainedRun:
     segs = [self.segments[w][i] for w, i in picks]
     tt = ([self.examples[w]["token_type_ids"][i] for w, i in picks]
           if "token_type_ids" in self.examples[picks[0][0]].keys() else None)
-    return units.collate_tokens(ids, segs, token_type_ids=tt, buckets=self.buckets)
+    batch = units.collate_tokens(ids, segs, token_type_ids=tt, buckets=self.buckets)
+    for name in ("history_item", "history_rating"):  # an ID history, where the data has one
+      if name in self.examples[picks[0][0]].keys():
+        batch[name] = np.stack([self.examples[w][name][i] for w, i in picks])
+    return batch
 
   def explain(self, picks: list[tuple[str, int]], method: str = "ig") -> list[dict[str, Any]]:
     """One record per example: ids, prediction and truth in stars, units and tokens (render)."""
