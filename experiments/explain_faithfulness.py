@@ -112,8 +112,8 @@ def deletion_table(explained, picks, *, steps: int, seed: int,
            f"{int(ig['complete'].sum())}/{len(gaps)} within tolerance",
            "", "| removed | k = 1 | k = 2 | k = 3 |", "|---|---|---|---|"]
   for name in orders:
-    lines.append(f"| {name} | " + " | ".join(f"{results[(name, k)][0]:.4f} ± "
-                                             f"{results[(name, k)][1]:.4f}" for k in (1, 2, 3))
+    lines.append(f"| {name} | " + " | ".join(f"{results[(name, k)][0]:.5f} ± "
+                                             f"{results[(name, k)][1]:.5f}" for k in (1, 2, 3))
                  + " |")
   return lines, {f"{n}@{k}": v for (n, k), v in results.items()}
 

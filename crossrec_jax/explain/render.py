@@ -120,8 +120,9 @@ def bar_chart(record: dict[str, Any], path: str | pathlib.Path, width: int = 48)
   ax.set_yticks(range(len(r)), labels, fontsize=8)
   ax.axvline(0, color="black", linewidth=0.8)
   ax.set_xlabel(f"attribution ({record['units']}, {record['method']})")
-  ax.set_title(f"user {record['user']}, item {record['item']}: predicted "
-               f"{record['prediction']:.2f}, true {record['truth']:g}", fontsize=10)
+  item = record["item"] if len(record["item"]) <= 60 else record["item"][:57] + "..."
+  fig.suptitle(f"user {record['user']}, item {item}\npredicted {record['prediction']:.2f}, true "
+               f"{record['truth']:g}", fontsize=10)
   fig.tight_layout()
   path = pathlib.Path(path)
   fig.savefig(path)

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import ml_collections
 import numpy as np
 
-__all__ = ["ExplainedRun", "load_config"]
+__all__ = ["ExplainedRun", "load_config", "readable"]
 
 WHICH = ("test", "valid")  # where a (user, item) pair is looked for, in this order
 
@@ -32,6 +33,12 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict(json.loads(path.read_text()))
   config.phases = [ml_collections.ConfigDict(p) for p in config.phases]  # JSON gave dicts
   return config
+
+
+def readable(text: str) -> str:
+  """WordPiece decoding spaces punctuation out ('heat ( 1995 ) ; genres : x'): put it back."""
+  text = re.sub(r"\s+([)\];:,.!?])", r"\1", text)
+  return re.sub(r"([(\[])\s+", r"\1", text).strip()
 
 
 class ExplainedRun:
@@ -149,14 +156,15 @@ class ExplainedRun:
       ex = self.examples[which]
       ids, seg = ex["input_ids"][i], self.segments[which][i]
       n = segments.num_entries(seg)
-      history = [{"k": k, "text": self.tokenizer.decode(ids[seg == segments.HISTORY + k].tolist()),
+      history = [{"k": k, "text": readable(self.tokenizer.decode(
+                     ids[seg == segments.HISTORY + k].tolist())),
                   "attribution": float(got["history"][b, k]) * span} for k in range(n)]
       record = {
           "user": str(inter.user_ids[ex["user"][i]]), "item": str(items.ids[ex["item"][i]]),
           "split": which, "method": method,
           "prediction": float(self.scale.denormalise(got["score"][b])),
           "truth": float(ex["rating"][i]),
-          "candidate": self.tokenizer.decode(ids[seg == segments.CANDIDATE].tolist()),
+          "candidate": readable(self.tokenizer.decode(ids[seg == segments.CANDIDATE].tolist())),
           "history": history, "units": "stars" if not self.scale.implicit else "probability",
       }
       if method == "ig":
