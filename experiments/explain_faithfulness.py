@@ -120,13 +120,15 @@ def deletion_table(explained, picks, *, steps: int, seed: int,
 
 def main(argv=None) -> None:
   p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True)
+  p.add_argument("--workdir", help="the benchmark's trainer run (trained there if absent); required")
   p.add_argument("--n", type=int, default=200, help="test predictions to explain (>= 200)")
   p.add_argument("--steps", type=int, default=16, help="integrated-gradients points")
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--train_only", action="store_true")
   p.add_argument("--png", default="", help="also write one explained example's chart here")
   args = p.parse_args(argv)
+  if not args.workdir:  # checked here, not by argparse: unknown flags are reported first
+    p.error("--workdir is required")
   workdir = pathlib.Path(args.workdir)
   if args.train_only or not (workdir / "final_metrics.json").exists():
     train(workdir)

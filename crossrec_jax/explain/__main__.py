@@ -40,7 +40,7 @@ class _Parser(argparse.ArgumentParser):
 
 def parse(argv: list[str]) -> argparse.Namespace:
   p = _Parser(prog="crossrec-explain", description=__doc__.split("\n\n")[0])
-  p.add_argument("--workdir", required=True, help="a finished trainer run (config.json, checkpoints)")
+  p.add_argument("--workdir", help="a finished trainer run (config.json, checkpoints); required")
   p.add_argument("--user", help="raw target user id")
   p.add_argument("--item", help="raw target item id")
   p.add_argument("--method", default="ig", choices=("ig", "loo"))
@@ -48,7 +48,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--steps", type=int, default=32, help="integrated-gradients quadrature points")
   p.add_argument("--out", default="", help="output folder (default WORKDIR/explain)")
   p.add_argument("--top", type=int, default=3, help="history items printed per sign")
-  args = p.parse_args(argv)
+  args, unknown = p.parse_known_args(argv)
+  if unknown:  # before the missing ones: `--helpfull` must read as argparse's unknown flag
+    _fatal(f"unrecognized arguments: {' '.join(unknown)}")
+  if not args.workdir:
+    _fatal("--workdir is required (a finished trainer run)")
   if (args.user is None) != (args.item is None):
     _fatal("--user and --item go together")
   if args.user is None and args.examples <= 0:
