@@ -78,7 +78,8 @@ def test_cli_explains_a_user_item_of_a_finished_run(finished_run, method, capsys
   item = str(explained.domain.items.ids[ex["item"][i]])
   out = tmp_path / "out"
   records = cli.main([f"--workdir={finished_run}", f"--user={user}", f"--item={item}",
-                      f"--method={method}", "--examples=2", "--steps=8", f"--out={out}"])
+                      f"--method={method}", "--examples=2", "--steps=8", f"--out={out}",
+                      "--baseline=mask"])
   printed = capsys.readouterr().out
   assert f"user {user} item {item}" in printed and "top positive" in printed
   assert len(records) == 2 and records[0]["user"] == user and records[0]["item"] == item

@@ -1,7 +1,7 @@
 """Command line: explain predictions of a finished cross-encoder run.
 
   python -m crossrec_jax.explain --workdir=RUN_DIR --user=ID --item=ID [--method=ig|loo]
-      [--examples=N] [--steps=32] [--out=DIR] [--top=3]
+      [--examples=N] [--baseline=pad|mask] [--steps=32] [--out=DIR] [--top=3]
   crossrec-explain --workdir=RUN_DIR --examples=5          # the installed console script
 
 Restores the run's selected parameters (its best checkpoint, else the end of its last phase),
@@ -45,6 +45,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
   p.add_argument("--item", help="raw target item id")
   p.add_argument("--method", default="ig", choices=("ig", "loo"))
   p.add_argument("--examples", type=int, default=0, help="also explain the first N test examples")
+  p.add_argument("--baseline", default="pad", choices=("pad", "mask"),
+                 help="integrated gradients' baseline: [PAD] or [MASK] embeddings")
   p.add_argument("--steps", type=int, default=32, help="integrated-gradients quadrature points")
   p.add_argument("--out", default="", help="output folder (default WORKDIR/explain)")
   p.add_argument("--top", type=int, default=3, help="history items printed per sign")
@@ -77,7 +79,7 @@ def main(argv: list[str]) -> list[dict]:
   from crossrec_jax.explain import run as run_lib  # pylint: disable=g-import-not-at-top
   logging_setup.configure()
   try:
-    explained = run_lib.ExplainedRun.load(workdir, steps=args.steps)
+    explained = run_lib.ExplainedRun.load(workdir, steps=args.steps, baseline=args.baseline)
   except (FileNotFoundError, ValueError, RuntimeError) as e:
     _fatal(e)
   picks = []

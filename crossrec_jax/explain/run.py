@@ -23,6 +23,7 @@ import numpy as np
 __all__ = ["ExplainedRun", "load_config", "readable"]
 
 WHICH = ("test", "valid")  # where a (user, item) pair is looked for, in this order
+BASELINES = ("pad", "mask")  # integrated gradients' baseline token
 
 
 def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
@@ -45,7 +46,7 @@ class ExplainedRun:
   """A restored model, its explainer, and the target examples of its run."""
 
   def __init__(self, config: ml_collections.ConfigDict, model: Any, *, steps: int = 32,
-               chunk: int = 16):
+               chunk: int = 16, baseline: str = "pad"):
     from crossrec_jax.data import examples as examples_lib  # pylint: disable=g-import-not-at-top
     from crossrec_jax.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
     from crossrec_jax.data import sources  # pylint: disable=g-import-not-at-top
@@ -77,10 +78,12 @@ class ExplainedRun:
       self.segments[which] = segments.example_segments(ex, self.domain, self.split, cache=cache,
                                                        **kw)
     cls_id, sep_id = tokenize_lib.special_ids(self.tokenizer)
-    pad_id = self.tokenizer.pad_token_id or 0
+    if baseline not in BASELINES:
+      raise ValueError(f"--baseline={baseline}: choose one of {BASELINES}")
+    base_id = (self.tokenizer.pad_token_id if baseline == "pad" else self.tokenizer.mask_token_id)
     self.buckets = tuple(int(b) for b in cfg.buckets)
     self.explainer = cross_encoder.CrossEncoderExplainer(
-        model, steps=steps, baseline_id=pad_id, keep_ids=(cls_id, sep_id), chunk=chunk)
+        model, steps=steps, baseline_id=int(base_id or 0), keep_ids=(cls_id, sep_id), chunk=chunk)
 
   @classmethod
   def load(cls, workdir: str | pathlib.Path, **kw: Any) -> "ExplainedRun":
