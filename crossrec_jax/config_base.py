@@ -101,6 +101,11 @@ def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collect
       source_label_fraction=1.0,
       template="default",   # `data.text` template
       max_len=64, history_len=2,
+      # 'count': the last history_len entries; 'tokens': as many of the newest as fit in max_len,
+      # at most history_cap (issue 13; ExampleSet.info['history_shown'] has the distribution).
+      history_budget="count", history_cap=50,
+      profile="",           # '' = off, or a `data.text.PROFILES` name: a user-profile segment
+      id_history_len=0,     # > 0: the last K history items as IDs too (hybrid text + ID models)
       buckets=(64,),
       batch_size=16,        # per domain and step (global, all devices)
       target_batch_size=0,  # 0 = batch_size

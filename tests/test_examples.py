@@ -59,12 +59,14 @@ def test_columns_dtypes_and_records(tok):
   s = splits.temporal_loo(d)
   es = _build(d, s, tok)
   assert list(es.keys()) == list(examples.COLUMNS) == [
-      "input_ids", "label", "label_mask", "rating", "domain", "user", "item", "row"]
+      "input_ids", "segments", "label", "label_mask", "rating", "domain", "user", "item", "row"]
   assert len(es) == len(s.train)
-  dtypes = {k: es[k].dtype for k in examples.COLUMNS if k != "input_ids"}
+  dtypes = {k: es[k].dtype for k in examples.COLUMNS if k not in ("input_ids", "segments")}
   assert dtypes == {"label": np.float32, "label_mask": np.int32, "rating": np.float32,
                     "domain": np.int32, "user": np.int32, "item": np.int32, "row": np.int64}
   assert es["input_ids"].dtype == object and all(x.dtype == np.int32 for x in es["input_ids"])
+  assert all(x.dtype == np.int8 and x.shape == y.shape
+             for x, y in zip(es["segments"], es["input_ids"]))
   inter = d.interactions
   assert (es["row"] == s.train).all() and (es["item"] == inter.item[s.train]).all()
   np.testing.assert_allclose(es["label"], (inter.rating[s.train] - 1) / 4)
@@ -193,5 +195,162 @@ def test_assemble_chunks_agree():
   expect = [[101, 5, 6, 7, 9], [101, 9, 5, 6], [5, 6, 7, 5], [9, 101], [101, 5, 6, 7, 5, 6, 7]]
   for chunk in (1, 2, 5, 100):
     got = examples._assemble(  # pylint: disable=protected-access
-        pieces, seg_piece, seg_len, chunk=chunk)
-    assert [x.tolist() for x in got] == expect
+        pieces, seg_piece, seg_len, np.array([0, 3, 2], np.int8), chunk=chunk)
+    assert [x.tolist() for x in got[0]] == expect
+    assert [x.tolist() for x in got[1]] == [[0, 3, 3, 3, 2], [0, 3, 2, 2], [0, 0, 0, 3], [0, 2],
+                                            [0, 3, 3, 3, 2, 2, 2]]
+
+
+@pytest.mark.parametrize("which", ["train", "valid", "test"])
+def test_id_history_matches_history_rows_and_hides_labels(tok, which):
+  d = _domain(n_users=5, per_user=7)
+  s = splits.make_split(d, "ratio", seed=0, label_fraction=0.5)
+  es = _build(d, s, tok, which=which, id_history_len=4)
+  rows = s.rows(which)
+  hist = splits.history_rows(d, splits.visible_rows(s, which, False), rows, 4)
+  inter = d.interactions
+  want_items = np.where(hist >= 0, inter.item[np.maximum(hist, 0)], -1)
+  np.testing.assert_array_equal(es["history_item"], want_items)
+  assert es["history_item"].dtype == np.int32 and es["history_item"].shape == (len(rows), 4)
+  shown = np.isin(hist, s.labelled_rows) & (hist >= 0)
+  want_r = np.where(shown, d.scale.normalise(inter.rating[np.maximum(hist, 0)]), -1.0)
+  np.testing.assert_allclose(es["history_rating"], want_r, rtol=0, atol=1e-6)
+  # Some history entries hide their (unlabelled) rating, and no hidden one leaks.
+  assert (hist >= 0).sum() > shown.sum() > 0
+  # The text's own history is unchanged by the ID history.
+  plain = _build(d, s, tok, which=which)
+  assert all(np.array_equal(a, b) for a, b in zip(plain["input_ids"], es["input_ids"]))
+  assert "history_item" not in plain.columns
+
+
+def test_id_history_batches_through_the_pipeline(tok):
+  from crossrec_jax.data import pipeline
+  d = _domain()
+  s = splits.temporal_loo(d)
+  es = _build(d, s, tok, id_history_len=3)
+  batch = next(iter(pipeline.eval_batches(es, pipeline.BatchConfig(batch_size=4, buckets=(128,)))))
+  assert batch["history_item"].shape == (4, 3) and batch["history_rating"].shape == (4, 3)
+  idx = batch["index"][0]
+  np.testing.assert_array_equal(batch["history_item"][0], es["history_item"][idx])
+
+
+def _entry_tokens(dt, tok, item, rating):
+  return tok(dt.entry(item, rating), add_special_tokens=False)["input_ids"]
+
+
+@pytest.mark.parametrize("max_len", [128, 40])
+def test_segments_mark_template_entries_newest_first_and_candidate(tok, max_len):
+  d = _domain(per_user=8)
+  s = splits.with_label_fraction(splits.temporal_loo(d), 0.5, seed=3)
+  es = _build(d, s, tok, history_len=5, max_len=max_len)
+  dt = text.domain_text("default", d)
+  inter = d.interactions
+  hist = splits.history_rows(d, splits.visible_rows(s, "train"), s.train, 5)
+  shown = set(s.labelled_rows.tolist())
+  prefix = len(tok(dt.prefix(), add_special_tokens=False)["input_ids"])
+  for e in range(len(es)):
+    ids, seg = es["input_ids"][e], es["segments"][e]
+    assert seg[0] == 0 and (seg[1:1 + prefix] == 0).all()  # [CLS] and the prefix
+    cand = tok(dt.candidate(int(inter.item[s.train[e]])), add_special_tokens=False)["input_ids"]
+    assert ids[seg == 2].tolist() == cand and seg[-1] == 0 and seg[-len(cand) - 2] == 0
+    # History entry k (0 = newest) holds exactly that entry's tokens, newest k kept.
+    kept = sorted(set(seg.tolist()) - {0, 1, 2})
+    assert kept == list(range(3, 3 + len(kept)))
+    rows = [x for x in hist[e] if x >= 0][::-1]  # newest first
+    for k in range(len(kept)):
+      r = rows[k]
+      want = _entry_tokens(dt, tok, int(inter.item[r]), float(inter.rating[r]) if r in shown
+                           else None)
+      assert ids[seg == 3 + k].tolist() == want
+    if not rows:  # the empty-history text is template text
+      assert (seg[:-len(cand) - 2] == 0).all()
+  if max_len == 40:
+    assert es.info["history_entries_dropped"] > 0
+
+
+def test_token_types_equal_the_tokenizer_pair_encoding(tok):
+  from crossrec_jax.data import pipeline
+  d = _domain()
+  s = splits.temporal_ratio(d, 0.2, 0.2)
+  es = _build(d, s, tok, which="test")
+  dt = text.domain_text("default", d)
+  inter = d.interactions
+  hist = splits.history_rows(d, splits.visible_rows(s, "test"), s.test, 3)
+  batch = next(iter(pipeline.eval_batches(es, pipeline.BatchConfig(batch_size=4, buckets=(128,)))))
+  assert batch["token_type_ids"].any()
+  for k, idx in enumerate(batch["index"]):
+    h = [(int(inter.item[x]), float(inter.rating[x])) for x in hist[idx] if x >= 0]
+    a, b = dt.example(h, int(inter.item[s.test[idx]]))
+    want = tok(a, b, add_special_tokens=True)["token_type_ids"]
+    n = len(want)
+    assert batch["token_type_ids"][k, :n].tolist() == want
+    assert not batch["token_type_ids"][k, n:].any()  # padding: type 0
+  # Records without segments (prepared before they existed) keep all-zero types.
+  old = {k: v for k, v in es.columns.items() if k != "segments"}
+  batch = next(iter(pipeline.eval_batches(old, pipeline.BatchConfig(batch_size=4, buckets=(128,)))))
+  assert not batch["token_type_ids"].any()
+
+
+
+def _shown_entries(es):
+  """History entries shown per example, read from the segments."""
+  return np.array([len(set(x[x >= 3].tolist())) for x in es["segments"]])
+
+
+def test_token_budget_shows_as_many_newest_entries_as_fit(tok):
+  d = _domain(n_users=5, per_user=8)
+  s = splits.with_label_fraction(splits.temporal_loo(d), 0.6, seed=2)
+  count = _build(d, s, tok, history_len=3, max_len=72)
+  assert [x.tolist() for x in count["input_ids"]] == [
+      x.tolist() for x in _build(d, s, tok, history_len=3, max_len=72,
+                                 history_budget="count")["input_ids"]]  # the default
+  assert _shown_entries(count).max() == 3
+  by_tokens = _build(d, s, tok, history_len=3, max_len=72, history_budget="tokens", history_cap=50)
+  shown = _shown_entries(by_tokens)
+  assert shown.max() > 3 and (by_tokens.lengths <= 72).all()
+  dt = text.domain_text("default", d)
+  inter = d.interactions
+  hist = splits.history_rows(d, splits.visible_rows(s, "train"), s.train, 50)
+  labelled = set(s.labelled_rows.tolist())
+  for e in range(len(by_tokens)):
+    older = [x for x in hist[e] if x >= 0][::-1][shown[e]:]  # entries left out, newest first
+    if older:  # the next older entry would not have fit
+      r = older[0]
+      extra = len(_entry_tokens(dt, tok, int(inter.item[r]),
+                                float(inter.rating[r]) if r in labelled else None))
+      assert by_tokens.lengths[e] + extra > 72
+  capped = _build(d, s, tok, max_len=128, history_budget="tokens", history_cap=2)
+  assert _shown_entries(capped).max() == 2
+  info = by_tokens.info["history_shown"]
+  assert info["histogram"] == np.bincount(shown).tolist() and info["max"] == shown.max()
+  assert info["min"] == shown.min() and info["median"] == float(np.median(shown))
+  assert by_tokens.info["history_budget"] == "tokens" and count.info["history_cap"] is None
+  with pytest.raises(ValueError, match="data.history_budget must be"):
+    _build(d, s, tok, history_budget="items")
+
+
+def test_profile_segment_is_leak_free_text_of_the_profile_facts(tok):
+  from crossrec_jax.data import profile
+  d = _domain(n_users=5, per_user=8)
+  s = splits.with_label_fraction(splits.temporal_loo(d), 0.7, seed=4)
+  es = _build(d, s, tok, which="valid", profile="default", max_len=128)
+  inter = d.interactions
+  shown = np.zeros(len(inter), bool)
+  shown[s.labelled_rows] = True
+  stats = profile.profile_stats(d, splits.visible_rows(s, "valid"), shown, s.valid)
+  for e in range(len(es)):
+    seg, ids = es["segments"][e], es["input_ids"][e]
+    got = tok.decode(ids[seg == 1].tolist())
+    assert got.startswith(f"user profile : {stats.count[e]} movies rated" if stats.count[e]
+                          else "user profile : no rated movies yet")
+    assert np.flatnonzero(seg == 1).tolist() == list(range(1, 1 + (seg == 1).sum()))  # after [CLS]
+  # Changing the ratings of the example's row and of every later row leaves its input unchanged.
+  for e in range(len(es)):
+    r = s.valid[e]
+    later = inter.time >= inter.time[r]
+    changed = dataclasses.replace(d, interactions=dataclasses.replace(
+        inter, rating=np.where(later, 6.0 - inter.rating, inter.rating).astype(np.float32)))
+    again = _build(changed, s, tok, which="valid", profile="default", max_len=128)
+    assert again["input_ids"][e].tolist() == es["input_ids"][e].tolist()
+  with pytest.raises(ValueError, match="unknown profile template 'nope' \\(data.profile\\)"):
+    _build(d, s, tok, profile="nope")

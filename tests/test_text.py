@@ -79,3 +79,28 @@ def test_tallrec_opinion_threshold_and_implicit():
   imp = text.domain_text("default", _domain(name="amazon_food", scale=schema.IMPLICIT, title=["Tea"]))
   assert imp.prefix() == "The user chose these products:"
   assert imp.entry(0, 1.0) == "Tea."  # implicit: never a rating
+
+
+def test_profile_templates_registry_and_rendering():
+  from crossrec_jax.data import profile
+  from test_profile import hand_domain  # pylint: disable=g-import-not-at-top
+  assert sorted(text.PROFILES) == ["default", "short"]
+  with pytest.raises(ValueError, match="unknown profile template 'x' \\(data.profile\\)"):
+    text.get_profile_template("x")
+  with pytest.raises(ValueError, match="profile template 'bad' field 'head'.*allowed fields"):
+    dataclasses.replace(text.PROFILES["default"], name="bad", head="{ratings} rated")
+  d = hand_domain()
+  rows = np.arange(6)
+  stats = profile.profile_stats(d, rows, np.ones(6, bool), np.array([0, 5]))
+  dt = text.domain_text("default", d)
+  texts, slots = profile.profile_pieces(stats, text.PROFILES["default"], dt, d.items,
+                                        d.interactions.item)
+  render = lambda e: " ".join(texts[j] for j in slots[e] if j >= 0)
+  assert render(0) == "User profile: no rated movies yet."
+  assert render(1) == ("User profile: 5 movies rated, mean 3.4 out of 5 (+0.0 against the average). "
+                       "Likes Drama. Dislikes Horror. Rated highest: T1 (2001); T0 (2001); "
+                       "Rated lowest: T3 (2001); T4 (2001);")
+  short = text.PROFILES["short"]
+  stats = profile.profile_stats(d, rows, np.ones(6, bool), np.array([5]), num_items=0)
+  texts, slots = profile.profile_pieces(stats, short, dt, d.items, d.interactions.item)
+  assert " ".join(texts[j] for j in slots[0] if j >= 0).endswith("Likes Drama. Dislikes Horror.")

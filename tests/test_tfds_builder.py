@@ -26,6 +26,7 @@ class FakeExampleSet:
     self.columns = {
         "input_ids": [np.concatenate([[101], rng.integers(999, 30000, l - 2), [102]])
                       .astype(np.int32) for l in lengths],
+        "segments": [rng.integers(0, 60, l).astype(np.int8) for l in lengths],
         "label": rng.random(n).astype(np.float32),
         "label_mask": (rng.random(n) < 0.5).astype(np.int32),
         "rating": rng.integers(1, 11, n).astype(np.float32),
@@ -62,8 +63,10 @@ def assert_same_records(got, want_set):
     g, w = got[i], want_set.record(i)
     np.testing.assert_array_equal(np.asarray(g["input_ids"]), w["input_ids"])
     assert np.asarray(g["input_ids"]).dtype == np.int32
+    np.testing.assert_array_equal(np.asarray(g["segments"]), w["segments"])
+    assert np.asarray(g["segments"]).dtype == np.int8
     for k in tb.FIELDS:
-      if k != "input_ids":
+      if k not in tb.VECTORS:
         assert np.asarray(g[k]) == w[k], (i, k)
 
 
@@ -107,7 +110,7 @@ FRESH_READER = textwrap.dedent("""
   assert "crossrec_jax" not in sys.modules
   by_data_source = tfds.data_source("crossrec_prepared/" + name, data_dir=data_dir)
   builder = tfds.builder("crossrec_prepared/" + name, data_dir=data_dir)
-  assert str(builder.info.version) == "1.0.0", builder.info.version
+  assert str(builder.info.version) == "1.1.0", builder.info.version
   by_builder = builder.as_data_source()
   arrays = {}
   for split in sorted(by_builder):
@@ -115,6 +118,7 @@ FRESH_READER = textwrap.dedent("""
       recs = [sources[split][i] for i in range(len(sources[split]))]
       arrays[f"{tag}/{split}/input_ids"] = np.concatenate([r["input_ids"] for r in recs])
       arrays[f"{tag}/{split}/offsets"] = np.cumsum([len(r["input_ids"]) for r in recs])
+      arrays[f"{tag}/{split}/segments"] = np.concatenate([r["segments"] for r in recs])
       for k in ("label", "label_mask", "rating", "domain", "user", "item", "row"):
         arrays[f"{tag}/{split}/{k}"] = np.array([r[k] for r in recs])
   np.savez(out, **arrays)
@@ -136,8 +140,10 @@ def test_fresh_process_reads_identical_records_without_our_code(built, tmp_path)
       np.testing.assert_array_equal(arrays[f"{tag}/{split}/input_ids"], np.concatenate(ids))
       np.testing.assert_array_equal(arrays[f"{tag}/{split}/offsets"],
                                     np.cumsum([len(x) for x in ids]))
+      np.testing.assert_array_equal(arrays[f"{tag}/{split}/segments"],
+                                    np.concatenate(want.columns["segments"]))
       for k in tb.FIELDS:
-        if k != "input_ids":
+        if k not in tb.VECTORS:
           np.testing.assert_array_equal(arrays[f"{tag}/{split}/{k}"], want.columns[k], err_msg=k)
 
 
@@ -183,6 +189,15 @@ def test_bad_records_name_split_index_and_field(tmp_path):
   sets["target_test"].columns["input_ids"][3] = np.array([101, 2**31, 102])
   with pytest.raises(ValueError, match="record 3 field 'input_ids': 2147483648 does not fit int32"):
     tb.build_prepared_dataset(tmp_path, "bad_d", sets)
+  sets = {"target_test": FakeExampleSet(5, 0, 1)}
+  sets["target_test"].columns["segments"][4] = sets["target_test"].columns["segments"][4][:-1]
+  with pytest.raises(ValueError, match="record 4 field 'segments': shape"):
+    tb.build_prepared_dataset(tmp_path, "bad_e", sets)
+  sets = {"target_test": FakeExampleSet(5, 0, 1)}
+  seg = sets["target_test"].columns["segments"]
+  seg[2] = np.concatenate([[300], seg[2][1:]])  # int64 now: one value beyond int8
+  with pytest.raises(ValueError, match="record 2 field 'segments': 300 does not fit int8"):
+    tb.build_prepared_dataset(tmp_path, "bad_f", sets)
   sets = {"target_test": FakeExampleSet(5, 0, 1)}
   sets["target_test"].columns["label_mask"] = np.array([1, 0, 0.5, 1, 1])
   with pytest.raises(ValueError, match="record 2 field 'label_mask': non-integer"):

@@ -5,7 +5,8 @@ padding; 'label', 'label_mask', 'rating', 'domain', 'user', 'item'): a TFDS data
 (`tfds_builder.load_prepared`), an `ExampleSet`, or in-memory columns via `RecordSource`.
 
 Batches (numpy dicts, then `shard_batch` onto a mesh): 'input_ids', 'attention_mask',
-'token_type_ids' int32 [B, Lb]; 'label', 'label_mask', 'rating', 'valid' float32 [B]; 'domain',
+'token_type_ids' int32 [B, Lb] (from the records' 'segments' when they have them: 1 on the
+candidate, BERT's segment B); 'label', 'label_mask', 'rating', 'valid' float32 [B]; 'domain',
 'user', 'item', 'index' int32 [B] ('index' = record position in its source, -1 on padding rows).
 
 Length bucketing. Lb is the smallest of a few fixed lengths (`buckets`) that fits the batch's
@@ -49,6 +50,9 @@ Batch = dict[str, np.ndarray]
 RECORD_FIELDS = ("input_ids", "label", "label_mask", "rating", "domain", "user", "item")
 _SCALARS = {"label": np.float32, "label_mask": np.float32, "rating": np.float32,
             "domain": np.int32, "user": np.int32, "item": np.int32}
+# Fixed-width per-example arrays, batched when the examples carry them (`build_examples`'
+# id_history_len): [B, K].
+_ARRAYS = {"history_item": np.int32, "history_rating": np.float32}
 SOURCE_STREAM, TARGET_STREAM = 0, 1
 
 
@@ -60,7 +64,8 @@ class RecordSource:
     missing = [f for f in RECORD_FIELDS if f not in columns]
     if missing:
       raise KeyError(f"columns lack field(s) {missing}; have {sorted(columns)}")
-    self.columns = {k: (v if k == "input_ids" else np.asarray(v)) for k, v in columns.items()}
+    ragged = ("input_ids", "segments")  # per-token columns: lists of 1-D arrays
+    self.columns = {k: (v if k in ragged else np.asarray(v)) for k, v in columns.items()}
     sizes = {k: len(v) for k, v in self.columns.items()}
     if len(set(sizes.values())) != 1:
       raise ValueError(f"columns differ in length: {sizes}")
@@ -200,6 +205,17 @@ def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Sequence[int]) -> B
   return BatchPlan(indices, bucket_of(longest, buckets))
 
 
+def token_types(segments: np.ndarray) -> np.ndarray:
+  """BERT token types of one example from its `segments` (examples.py): 1 on segment B, the
+  candidate (segment 2) and the [SEP] closing it, 0 elsewhere, as a tokenizer encodes a pair."""
+  segments = np.asarray(segments)
+  cand = np.flatnonzero(segments == 2)
+  types = np.zeros(len(segments), np.int32)
+  if cand.size:
+    types[cand[0]:cand[-1] + 2] = 1  # +2: through the [SEP] after the candidate
+  return types
+
+
 def collate(rows: Sequence[Mapping[str, Any]], indices: np.ndarray, seq_len: int) -> Batch:
   """One record per row of `indices` (rows at -1 are padding: copies of a real record) -> batch."""
   b = len(indices)
@@ -214,9 +230,17 @@ def collate(rows: Sequence[Mapping[str, Any]], indices: np.ndarray, seq_len: int
     out["input_ids"][k, :len(ids)] = ids
     mask[k, :len(ids)] = 1
   out["attention_mask"] = mask
-  out["token_type_ids"] = np.zeros((b, seq_len), np.int32)
+  types = np.zeros((b, seq_len), np.int32)
+  if "segments" in rows[0]:  # records prepared before segments existed keep all-zero types
+    for k, r in enumerate(rows):
+      t = token_types(r["segments"])
+      types[k, :len(t)] = t
+  out["token_type_ids"] = types
   for name, dt in _SCALARS.items():
     out[name] = np.array([r[name] for r in rows], dt)
+  for name, dt in _ARRAYS.items():
+    if name in rows[0]:
+      out[name] = np.stack([np.asarray(r[name]) for r in rows]).astype(dt)
   valid = (np.asarray(indices) >= 0).astype(np.float32)
   out["label_mask"] *= valid  # padding rows never count in a loss or metric
   out["valid"] = valid

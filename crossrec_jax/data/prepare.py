@@ -158,7 +158,12 @@ def _preparation(cfg: Any, seed: int, tokenizer_id: str) -> dict[str, Any]:
               users=cfg.users.to_dict(), max_examples=cfg.max_examples.to_dict(),
               tokenizer=tokenizer_id,
               # only when set, so that existing TFDS dataset names stay what they were
-              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}))
+              **({"label_count": int(cfg.label_count)} if cfg.get("label_count", 0) else {}),
+              **({"id_history_len": int(cfg.id_history_len)}
+                 if cfg.get("id_history_len", 0) else {}),
+              **({"history_budget": "tokens", "history_cap": int(cfg.history_cap)}
+                 if cfg.get("history_budget", "count") == "tokens" else {}),
+              **({"profile": cfg.profile} if cfg.get("profile", "") else {}))
 
 
 def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
@@ -178,6 +183,9 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
   report: dict[str, Any] = {"source": cfg.source, "seed": seed}
 
   tfds_name = tfds_dir = None
+  if cfg.use_tfds and int(cfg.get("id_history_len", 0)):
+    raise ValueError("data.use_tfds=True cannot store the ID history yet (data.id_history_len="
+                     f"{int(cfg.id_history_len)}): set data.use_tfds=False")
   if cfg.use_tfds:
     from crossrec_jax.data import tfds_builder  # pylint: disable=g-import-not-at-top
     tfds_dir = cfg.tfds_dir or str(cache_dir / "tfds")
@@ -237,12 +245,13 @@ def _build_sets(pair: schema.CrossDomainData, splits: dict[str, splits_lib.Split
   for i, (name, (domain_id, which)) in enumerate(EXAMPLE_SETS.items()):
     side = "source" if domain_id == 0 else "target"
     built = examples_lib.build_examples(
-        pair, splits[side], domain_id=domain_id, template=cfg.template, tokenizer=tokenizer,
-        max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which, cache=cache)
+        pair, splits[side], domain_id=domain_id, tokenizer=tokenizer, which=which, cache=cache,
+        **examples_lib.config_kw(cfg))
     sets[name] = subsample_examples(built, int(cfg.max_examples[name]), seed=seed * 100 + i)
     counts[name] = dict(examples=len(sets[name]), built=len(built),
                         labelled=int(np.sum(sets[name]["label_mask"])),
                         candidates_truncated=built.info["candidates_truncated"],
-                        examples_with_history_dropped=built.info["examples_with_history_dropped"])
+                        examples_with_history_dropped=built.info["examples_with_history_dropped"],
+                        history_shown=built.info["history_shown"])
   report["examples"] = counts
   return sets

@@ -44,6 +44,22 @@ NOUNS: tuple[tuple[tuple[str, ...], tuple[str, str]], ...] = (
 )
 
 
+def _check_formats(template, kind: str, fields: Sequence[str], probe: dict[str, str]) -> None:
+  """Each format string in `fields` of `template` formats with the fields of `probe`, and each
+  (field, format) of its `item_fields` has one '{}'; else a ValueError naming both."""
+  for field in fields:
+    try:
+      getattr(template, field).format(**probe)
+    except (KeyError, IndexError, ValueError) as e:
+      raise ValueError(f"{kind} {template.name!r} field {field!r}: bad format string "
+                       f"{getattr(template, field)!r} ({e!r}); allowed fields: "
+                       f"{sorted(probe)}") from e
+  for field, fmt in template.item_fields:
+    if fmt.count("{}") != 1:
+      raise ValueError(f"{kind} {template.name!r} item field {field!r}: format {fmt!r} "
+                       "needs one '{}'")
+
+
 @dataclasses.dataclass(frozen=True)
 class Template:
   """Format strings of one example layout (see the module docstring for the fields)."""
@@ -58,19 +74,10 @@ class Template:
   item_fields: tuple[tuple[str, str], ...] = DEFAULT_ITEM_FIELDS
 
   def __post_init__(self):
-    probe = dict(noun="movie", nouns="movies", item="x", rating="3", low="1", high="5",
-                 opinion="liked")
-    for field in ("prefix", "prefix_implicit", "rated", "unrated", "empty", "candidate"):
-      try:
-        getattr(self, field).format(**probe)
-      except (KeyError, IndexError, ValueError) as e:
-        raise ValueError(f"template {self.name!r} field {field!r}: bad format string "
-                         f"{getattr(self, field)!r} ({e!r}); allowed fields: "
-                         f"{sorted(probe)}") from e
-    for field, fmt in self.item_fields:
-      if fmt.count("{}") != 1:
-        raise ValueError(f"template {self.name!r} item field {field!r}: format {fmt!r} "
-                         "needs one '{}'")
+    _check_formats(self, "template", ("prefix", "prefix_implicit", "rated", "unrated", "empty",
+                                      "candidate"),
+                   dict(noun="movie", nouns="movies", item="x", rating="3", low="1", high="5",
+                        opinion="liked"))
 
 
 TEMPLATES: Mapping[str, Template] = {
@@ -95,6 +102,67 @@ TEMPLATES: Mapping[str, Template] = {
         candidate="Will the user like the target {noun} \"{item}\"?",
         item_fields=(("title", "{}"), ("year", " ({})"), ("author", ", by {}"))),
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class ProfileTemplate:
+  """Format strings of the user-profile segment (`data.profile`; facts from `data/profile.py`).
+
+  Each is one piece, tokenised once per distinct value and joined like history entries, so a
+  profile of 1M examples costs a few thousand tokenisations. Fields: {noun}, {nouns}; `head`
+  {count}; `mean` {mean}, {offset} (signed, e.g. '+0.3'), {high}; `likes` / `dislikes` {genres}
+  (", "-joined); `item` {item} (one per top or bottom item, after the `top` / `bottom` intro; the
+  item named by `item_fields`).
+  `empty` replaces the whole profile when the user has no earlier rating.
+  """
+
+  name: str
+  head: str
+  mean: str
+  likes: str
+  dislikes: str
+  top: str
+  bottom: str
+  item: str
+  empty: str
+  # Profile items are named briefly (a history entry or the candidate carries the full text).
+  item_fields: tuple[tuple[str, str], ...] = (("title", "{}"), ("year", " ({})"))
+  num_items: int = 2  # top and bottom items each (0: none)
+  max_genres: int = 2  # liked and disliked genres each
+
+  def __post_init__(self):
+    _check_formats(self, "profile template", ("head", "mean", "likes", "dislikes", "top",
+                                              "bottom", "item", "empty"),
+                   dict(noun="movie", nouns="movies", count="3", mean="3.5", offset="+0.2",
+                        high="5", genres="drama", item="x"))
+
+
+_PROFILE = ProfileTemplate(
+    name="default",
+    head="User profile: {count} {nouns} rated,",
+    mean="mean {mean} out of {high} ({offset} against the average).",
+    likes="Likes {genres}.",
+    dislikes="Dislikes {genres}.",
+    top="Rated highest:",
+    bottom="Rated lowest:",
+    item="{item};",
+    empty="User profile: no rated {nouns} yet.")
+PROFILES: Mapping[str, ProfileTemplate] = {
+    "default": _PROFILE,
+    # The facts without items (~36 tokens against ~67 on ML-100K): for max_len <= 96, where the
+    # default's items leave no room for a history entry.
+    "short": dataclasses.replace(_PROFILE, name="short", top="", bottom="", item="", num_items=0),
+}
+
+
+def get_profile_template(spec: str | ProfileTemplate) -> ProfileTemplate:
+  """A profile template by registry name (`PROFILES`), or the given `ProfileTemplate` itself."""
+  if isinstance(spec, ProfileTemplate):
+    return spec
+  if spec not in PROFILES:
+    raise ValueError(f"unknown profile template {spec!r} (data.profile); known: {sorted(PROFILES)} "
+                     "or '' (off)")
+  return PROFILES[spec]
 
 
 def get_template(spec: str | Template) -> Template:

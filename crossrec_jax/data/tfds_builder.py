@@ -32,12 +32,16 @@ import tensorflow_datasets as tfds
 from tensorflow_datasets.proto import tf_example_pb2
 
 BUILDER_NAME = "crossrec_prepared"
-VERSION = tfds.core.Version("1.0.0")
-RELEASE_NOTES = {"1.0.0": "Token ids, label, label_mask, rating, domain, user, item, row."}
+# 1.1.0 adds 'segments': datasets prepared by 1.0.0 (no segments) are rebuilt, not reused.
+VERSION = tfds.core.Version("1.1.0")
+RELEASE_NOTES = {"1.0.0": "Token ids, label, label_mask, rating, domain, user, item, row.",
+                 "1.1.0": "Per-token segments (int8, as long as input_ids)."}
 
-# Field -> dtype of one prepared example ('input_ids' is a 1-D variable-length vector).
+# Field -> dtype of one prepared example ('input_ids' and 'segments' are 1-D variable-length
+# vectors of one length).
 FIELDS: dict[str, np.dtype] = {
     "input_ids": np.dtype(np.int32),
+    "segments": np.dtype(np.int8),
     "label": np.dtype(np.float32),
     "label_mask": np.dtype(np.int32),
     "rating": np.dtype(np.float32),
@@ -47,6 +51,7 @@ FIELDS: dict[str, np.dtype] = {
     "row": np.dtype(np.int64),
 }
 # TFDS's own rule for config names ('dataset/config'): anything else cannot be loaded by name.
+VECTORS = ("input_ids", "segments")
 _CONFIG_NAME = re.compile(r"^[\w+\-.]+$")
 _SPLIT_NAME = re.compile(r"^\w+$")
 
@@ -80,8 +85,9 @@ def config_name(preparation: Mapping[str, Any], hash_len: int = 10) -> str:
 
 def _features() -> tfds.features.FeaturesDict:
   spec = {name: tfds.features.Scalar(dtype=dt) for name, dt in FIELDS.items()
-          if name != "input_ids"}
-  spec["input_ids"] = tfds.features.Tensor(shape=(None,), dtype=FIELDS["input_ids"])
+          if name not in VECTORS}
+  for name in VECTORS:
+    spec[name] = tfds.features.Tensor(shape=(None,), dtype=FIELDS[name])
   return tfds.features.FeaturesDict(spec)
 
 
@@ -137,12 +143,20 @@ def _checked_columns(split: str, examples: Any) -> dict[str, Any]:
                        f"got shape {x.shape}")
   if len(ids) != n:
     raise ValueError(f"split {split!r} field 'input_ids': {len(ids)} values for {n} records")
-  offsets = np.concatenate([[0], np.cumsum([x.size for x in ids])])
-  flat = _cast(split, "input_ids", np.concatenate(ids) if ids else np.zeros(0, np.int32),
-               FIELDS["input_ids"], offsets)
-  out["input_ids"] = np.split(flat, offsets[1:-1]) if n else []
+  for name in VECTORS:
+    vectors = ids if name == "input_ids" else [np.asarray(x) for x in columns[name]]
+    for i, (x, y) in enumerate(zip(vectors, ids)):
+      if x.shape != y.shape:
+        raise ValueError(f"split {split!r} record {i} field {name!r}: shape {x.shape}, "
+                         f"input_ids has {y.shape}")
+    if len(vectors) != n:
+      raise ValueError(f"split {split!r} field {name!r}: {len(vectors)} values for {n} records")
+    offsets = np.concatenate([[0], np.cumsum([x.size for x in vectors])])
+    flat = _cast(split, name, np.concatenate(vectors) if vectors else np.zeros(0, FIELDS[name]),
+                 FIELDS[name], offsets)
+    out[name] = np.split(flat, offsets[1:-1]) if n else []
   for name, dt in FIELDS.items():
-    if name == "input_ids":
+    if name in VECTORS:
       continue
     values = np.asarray(columns[name])
     if values.shape != (n,):
@@ -209,9 +223,10 @@ def _decode(raw: bytes) -> dict[str, Any]:
   would otherwise bound the input pipeline; the tests check both give identical records.
   """
   feature = tf_example_pb2.Example.FromString(raw).features.feature
-  out: dict[str, Any] = {"input_ids": np.array(feature["input_ids"].int64_list.value, np.int32)}
+  out: dict[str, Any] = {name: np.array(feature[name].int64_list.value, FIELDS[name])
+                         for name in VECTORS}
   for name, dt in FIELDS.items():
-    if name != "input_ids":
+    if name not in VECTORS:
       values = feature[name].float_list.value if dt.kind == "f" else feature[name].int64_list.value
       out[name] = dt.type(values[0])
   return out

@@ -343,7 +343,10 @@ def score_fn_from_eval_step(eval_step: Callable[..., Any], params: Any,
   return score_fn
 
 
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids")
+# What a scorer sees of a batch: the text, and the IDs and ID history that hybrid text + ID models
+# read (`models/hybrid.py`; absent keys are skipped). Never the label.
+_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "domain", "user", "item",
+               "history_item", "history_rating")
 
 
 def collect(score_fn: Callable[[Mapping[str, np.ndarray]], Any], batches, n: int) -> np.ndarray:

@@ -93,8 +93,8 @@ class Cell:
     from crossrec_jax.data import tokenize as tokenize_lib  # pylint: disable=g-import-not-at-top
     cfg = self.config.data
     cache_dir = sources.default_cache_dir(cfg.cache_dir or None)
-    return dict(template=cfg.template, tokenizer=_tokenizer(),
-                max_len=int(cfg.max_len), history_len=int(cfg.history_len),
+    from crossrec_jax.data import examples as examples_lib  # pylint: disable=g-import-not-at-top
+    return dict(tokenizer=_tokenizer(), **examples_lib.config_kw(cfg),
                 cache=tokenize_lib.TokenCache(_tokenizer(), cache_dir / "tokens"))
 
   def batch_config(self):
