@@ -58,10 +58,11 @@ def test_page_escapes_text_and_names_every_history_item():
             "history": [{"k": 0, "text": "Heat & Dust <1983>", "attribution": 0.2},
                         {"k": 1, "text": "Ran", "attribution": -0.1}],
             "tokens": [("[CLS]", 0.0, 0), ("<b>", 0.3, 3)], "gap": 0.001, "complete": True,
-            "baseline": 3.0}
+            "baseline": 3.0, "profile": [{"text": "Likes <drama>.", "attribution": 0.05}]}
   page, text = parse_page(render.html_page([record]))
   assert "script" not in page.tags and "b" not in page.tags  # data text never becomes markup
-  for needle in ("Heat & Dust <1983>", "Ran", "u<1>", "i&2", "<script>x</script>", "<b>"):
+  for needle in ("Heat & Dust <1983>", "Ran", "u<1>", "i&2", "<script>x</script>", "<b>",
+                 "Likes <drama>."):
     assert needle in text
   assert text.index("Heat & Dust") < text.index("Ran")  # ranked by attribution
   lines = render.summary_lines(record)

@@ -18,8 +18,7 @@ def test_segments_mark_each_history_entry_and_the_candidate(tok, max_len):
   d = _domain(n_users=4, per_user=6)
   s = splits.temporal_loo(d)
   ex = _build(d, s, tok, which="test", max_len=max_len, history_len=4)
-  segs = seg_lib.example_segments(ex, d, s, tokenizer=tok, domain_id=1, template="default",
-                                  max_len=max_len, history_len=4, which="test")
+  segs = seg_lib.example_segments(ex)
   texts = text.domain_text("default", d)
   cache = tokenize.TokenCache(tok)
   inter = d.interactions
@@ -44,14 +43,15 @@ def test_segments_mark_each_history_entry_and_the_candidate(tok, max_len):
     assert ex.info["history_entries_dropped"] > 0
 
 
-def test_example_segments_uses_the_datas_own_column():
-  class WithColumn:
-    def keys(self):
-      return ["segments"]
+def test_examples_without_segments_are_an_error():
+  with pytest.raises(ValueError, match="no 'segments' column"):
+    seg_lib.example_segments({"input_ids": [np.arange(3)]})
 
-    def __getitem__(self, name):
-      return "the column"
-  assert seg_lib.example_segments(WithColumn(), None, None) == "the column"
+
+def test_profile_facts_are_cut_at_sentence_and_list_ends():
+  segs = np.array([0, 1, 1, 1, 1, 1, 1, 0, 3])
+  tokens = ["[CLS]", "likes", "drama", ".", "a", ";", "b", "the", "x"]
+  assert [s.tolist() for s in seg_lib.fact_spans(segs, tokens)] == [[1, 2, 3], [4, 5], [6]]
 
 
 def test_drop_entries_on_history_arrays_numbers_entries_from_the_newest():

@@ -35,6 +35,11 @@ def summary_lines(record: dict[str, Any], top: int = 3) -> list[str]:
     lines.append(f"  completeness gap {record['gap']:+.4f} "
                  f"({'within' if record['complete'] else 'OUTSIDE'} tolerance); baseline "
                  f"prediction {record['baseline']:.3f}")
+  if record.get("candidate_attribution") is not None:
+    profile = sum(f["attribution"] for f in record.get("profile", []))
+    lines.append(f"  candidate {record['candidate_attribution']:+.4f}, profile {profile:+.4f} "
+                 f"({len(record.get('profile', []))} facts), template "
+                 f"{record['template_attribution']:+.4f}")
   pos = [h for h in r if h["attribution"] > 0][:top]
   neg = [h for h in reversed(r) if h["attribution"] < 0][:top]
   lines.append("  top positive: " + ("; ".join(f"{_entry_name(h)} {h['attribution']:+.4f}"
@@ -79,6 +84,12 @@ def _record_html(record: dict[str, Any], index: int) -> str:
                  f'tolerance); baseline prediction {record["baseline"]:.3f}.</p>')
   parts.append('<table><thead><tr><th>rank</th><th>entry (0 = newest)</th><th>attribution</th>'
                f'<th>history item</th></tr></thead><tbody>{rows}</tbody></table>')
+  if record.get("profile"):
+    fscale = max((abs(f["attribution"]) for f in record["profile"]), default=0.0)
+    facts = "".join(f'<tr><td style="{_shade(f["attribution"], fscale)}">{f["attribution"]:+.4f}'
+                    f'</td><td>{html.escape(f["text"])}</td></tr>' for f in record["profile"])
+    parts.append('<table><thead><tr><th>attribution</th><th>profile fact</th></tr></thead>'
+                 f'<tbody>{facts}</tbody></table>')
   if record.get("tokens"):
     parts.append(f'<p class="tokens">{_tokens_html(record["tokens"])}</p>')
   parts.append("</section>")

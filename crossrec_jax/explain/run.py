@@ -5,9 +5,9 @@
     records = run.explain(rows, method='ig', steps=32)   # one dict per example (render.py)
 
 The examples are rebuilt exactly as `data/prepare.py` builds the run's target sets (same users
-subsampled with seed + 1, same split, template, lengths and tokenizer), before the per-set
-example cap, so any test rating of the run's users can be explained; `segments.example_segments`
-marks their units.
+subsampled with seed + 1, same split, `examples.config_kw` keywords and tokenizer), before the
+per-set example cap, so any test rating of the run's users can be explained; their 'segments'
+column marks the units (history entries, profile facts, candidate).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def load_config(workdir: pathlib.Path) -> ml_collections.ConfigDict:
 def readable(text: str) -> str:
   """WordPiece decoding spaces punctuation out ('heat ( 1995 ) ; genres : x'): put it back."""
   text = re.sub(r"\s+([)\];:,.!?])", r"\1", text)
+  text = re.sub(r"(\w) ([-'/]) (\w)", r"\1\2\3", text)  # "sci - fi", "children ' s"
   return re.sub(r"([(\[])\s+", r"\1", text).strip()
 
 
@@ -68,15 +69,12 @@ class ExplainedRun:
     self.tokenizer = tokenize_lib.load_tokenizer()  # prepare_data's default tokenizer
     cache = tokenize_lib.TokenCache(self.tokenizer, cache_dir / "tokens")
     self.examples, self.segments = {}, {}
-    for which in WHICH:
-      kw = dict(domain_id=1, template=cfg.template, tokenizer=self.tokenizer,
-                max_len=int(cfg.max_len), history_len=int(cfg.history_len), which=which)
-      if int(cfg.get("id_history_len", 0)):  # the ID history of hybrid models, as prepare builds it
-        kw["id_history_len"] = int(cfg.id_history_len)
-      ex = examples_lib.build_examples(self.domain, self.split, cache=cache, **kw)
+    for which in WHICH:  # the keywords prepare_data builds the run's examples with
+      ex = examples_lib.build_examples(self.domain, self.split, domain_id=1,
+                                       tokenizer=self.tokenizer, which=which, cache=cache,
+                                       **examples_lib.config_kw(cfg))
       self.examples[which] = ex
-      self.segments[which] = segments.example_segments(ex, self.domain, self.split, cache=cache,
-                                                       **kw)
+      self.segments[which] = segments.example_segments(ex)
     cls_id, sep_id = tokenize_lib.special_ids(self.tokenizer)
     if baseline not in BASELINES:
       raise ValueError(f"--baseline={baseline}: choose one of {BASELINES}")
@@ -139,9 +137,7 @@ class ExplainedRun:
     from crossrec_jax.explain import units  # pylint: disable=g-import-not-at-top
     ids = [self.examples[w]["input_ids"][i] for w, i in picks]
     segs = [self.segments[w][i] for w, i in picks]
-    tt = ([self.examples[w]["token_type_ids"][i] for w, i in picks]
-          if "token_type_ids" in self.examples[picks[0][0]].keys() else None)
-    batch = units.collate_tokens(ids, segs, token_type_ids=tt, buckets=self.buckets)
+    batch = units.collate_tokens(ids, segs, buckets=self.buckets)
     for name in ("history_item", "history_rating"):  # an ID history, where the data has one
       if name in self.examples[picks[0][0]].keys():
         batch[name] = np.stack([self.examples[w][name][i] for w, i in picks])
@@ -177,6 +173,10 @@ class ExplainedRun:
         record["gap"] = float(got["gap"][b]) * span
         record["complete"] = bool(got["complete"][b])
         record["baseline"] = float(self.scale.denormalise(got["baseline_score"][b]))
+        record["profile"] = [
+            {"text": readable(self.tokenizer.decode(ids[p].tolist())),
+             "attribution": float(got["tokens"][b, p].sum()) * span}
+            for p in segments.fact_spans(seg, tokens)]
         record["candidate_attribution"] = float(got["candidate"][b]) * span
         record["template_attribution"] = float(got["template"][b]) * span
       out.append(record)

@@ -42,10 +42,11 @@ def bucket_length(longest: int, buckets: Sequence[int]) -> int:
 
 
 def collate_tokens(input_ids: Sequence[np.ndarray], segments: Sequence[np.ndarray], *,
-                   token_type_ids: Sequence[np.ndarray] | None = None, domain: int = 1,
-                   buckets: Sequence[int] = ()) -> dict[str, Any]:
+                   domain: int = 1, buckets: Sequence[int] = ()) -> dict[str, Any]:
   """Token rows -> an editable batch: 'input_ids', 'attention_mask', 'token_type_ids',
-  'segments' (-1 padding) [B, Lb] and 'domain' [B]; Lb from `buckets` (`bucket_length`)."""
+  'segments' (-1 padding) [B, Lb] and 'domain' [B]; Lb from `buckets` (`bucket_length`). Token
+  types come from the segments as the training batches' do (`data/pipeline.token_types`)."""
+  from crossrec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
   n = len(input_ids)
   length = bucket_length(max(len(x) for x in input_ids), buckets)
   batch = {"input_ids": np.zeros((n, length), np.int32),
@@ -60,6 +61,5 @@ def collate_tokens(input_ids: Sequence[np.ndarray], segments: Sequence[np.ndarra
     batch["input_ids"][i, :m] = ids
     batch["attention_mask"][i, :m] = 1
     batch["segments"][i, :m] = segments[i]
-    if token_type_ids is not None:
-      batch["token_type_ids"][i, :m] = token_type_ids[i]
+    batch["token_type_ids"][i, :m] = pipeline.token_types(segments[i])
   return batch
