@@ -18,7 +18,8 @@ RUN_CONFIGS = [n for n in configs.names()
 
 
 def test_every_packaged_config_takes_a_preset_and_only_that():
-  assert set(RUN_CONFIGS) == {*methods.METHODS, *(f"bi_{m}" for m in methods.METHODS)}
+  assert set(RUN_CONFIGS) == {*methods.METHODS, *(f"bi_{m}" for m in methods.METHODS),
+                              *(f"hybrid_{m}" for m in methods.METHODS)}
   for name in configs.names():
     for preset in config_base.PRESETS:
       assert configs.load(f"{name}:{preset}").preset == preset, name
@@ -34,9 +35,11 @@ def test_both_architectures_share_each_methods_phases():
 
   for method in methods.METHODS:
     cross, bi = configs.load(f"{method}:cpu"), configs.load(f"bi_{method}:cpu")
-    assert cross.method == bi.method == method
+    hyb = configs.load(f"hybrid_{method}:cpu")
+    assert cross.method == bi.method == hyb.method == method
     assert cross.model.kind == "cross_encoder" and bi.model.kind == "bi_encoder"
-    assert shape(cross) == shape(bi) == shape(methods.apply(config_base.base_config(), method,
+    assert hyb.model.kind == "hybrid"
+    assert shape(cross) == shape(bi) == shape(hyb) == shape(methods.apply(config_base.base_config(), method,
                                                             source=1, target=1, joint=1))
   with pytest.raises(ValueError, match="needs joint steps"):
     methods.phases("joint", source=5)

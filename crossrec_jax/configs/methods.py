@@ -71,3 +71,14 @@ def bi_encoder_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
     return apply(config, method, **config_base.BI_STEPS[preset])
 
   return get_config
+
+
+def hybrid_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
+  """The `get_config(preset)` of the hybrid text + ID model trained by `method` (the
+  `hybrid_<method>` configs): `config_base.base_config(preset, kind="hybrid")` with the method's
+  phases at `config_base.HYBRID_STEPS`."""
+  def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
+    config = config_base.base_config(preset, kind="hybrid")
+    return apply(config, method, **config_base.HYBRID_STEPS[preset])
+
+  return get_config

@@ -115,6 +115,7 @@ class PreparedData:
   window: int = 32
   pair_window: int = 128
   worker_count: int = 0
+  pair: schema.CrossDomainData | None = None  # the subsampled domains (catalogues, ID ranges)
 
   def _cfg(self, batch_size: int, seed: int) -> pipeline.BatchConfig:
     return pipeline.BatchConfig(batch_size=batch_size, buckets=self.buckets, window=self.window,
@@ -232,7 +233,7 @@ def prepare_data(config: Any, *, tokenizer: Any = None) -> PreparedData:
       target_batch_size=int(cfg.target_batch_size or cfg.batch_size),
       eval_batch_size=int(cfg.eval_batch_size), buckets=buckets,
       window=int(cfg.window), pair_window=int(cfg.pair_window),
-      worker_count=int(cfg.worker_count))
+      worker_count=int(cfg.worker_count), pair=pair)
 
 
 def _build_sets(pair: schema.CrossDomainData, splits: dict[str, splits_lib.Split], cfg: Any,

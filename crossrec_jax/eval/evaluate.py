@@ -9,7 +9,9 @@ Three protocols, all on the target domain's own rating scale:
       'test/NDCG@10', 'test/MRR', 'test/n_users', ...; and optionally full ranking over all
       target items except the user's training items for a subset of users -> 'test/full/HR@10', ...;
   (c) cold start: (a) and (b) restricted to users with no training row in the target domain
-      -> 'test/cold/rmse', ... (absent when the split has no such user).
+      -> 'test/cold/rmse', ... (absent when the split has no such user); and (a) restricted to
+      cold-start items, items without a labelled training rating in the target domain (at a
+      label fraction < 1 an item may have unlabelled training rows) -> 'test/cold_item/rmse', ...
 Ties count in expectation (`ranking.py`): a constant scorer gets HR@K = K / C, never 0 or 1.
 
 `make_plan` fixes the rows and candidates once from (domain, split, EvalSpec), so every method of a
@@ -113,7 +115,8 @@ def prefixed(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
 class PartPlan:
   """Rows and candidates of one split part.
 
-  rating_rows: interaction rows whose rating is predicted. rating_cold: [len(rating_rows)] bool.
+  rating_rows: interaction rows whose rating is predicted. rating_cold: [len(rating_rows)] bool
+  (a cold-start user's row); rating_cold_item: [len(rating_rows)] bool (a cold-start item's row).
   rank_rows: one row per ranked user (its positive); candidates [R, C] item codes, the positive in
   column 0. full_rows / full_candidates [F, I] / full_mask [F, I]: full ranking (mask False for the
   user's training items and the positive's duplicate).
@@ -127,6 +130,7 @@ class PartPlan:
   full_rows: np.ndarray
   full_candidates: np.ndarray
   full_mask: np.ndarray
+  rating_cold_item: np.ndarray | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +140,8 @@ class EvalPlan:
   parts: Mapping[str, PartPlan]
 
   def summary(self) -> str:
-    return "; ".join(f"{w}: {len(p.rating_rows)} ratings ({int(p.rating_cold.sum())} cold), "
+    return "; ".join(f"{w}: {len(p.rating_rows)} ratings ({int(p.rating_cold.sum())} cold users, "
+                     f"{int(np.sum(p.rating_cold_item))} cold items), "
                      f"{len(p.rank_rows)} ranked users x {p.candidates.shape[1]} candidates, "
                      f"{len(p.full_rows)} full-ranking users" for w, p in self.parts.items())
 
@@ -146,6 +151,13 @@ def cold_users(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
   has_train = np.bincount(domain.interactions.user[split.train],
                           minlength=domain.interactions.num_users) > 0
   return ~has_train
+
+
+def cold_items(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
+  """[I] bool: items with no labelled training row in this domain (no rating to learn from)."""
+  labelled = np.bincount(domain.interactions.item[split.labelled_rows],
+                         minlength=domain.num_items) > 0
+  return ~labelled
 
 
 def last_row_per_user(domain: schema.Domain, rows: np.ndarray) -> np.ndarray:
@@ -169,6 +181,7 @@ def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) ->
   """The rows and candidates every method is scored on (deterministic for spec.seed)."""
   inter = domain.interactions
   cold = cold_users(domain, split) if spec.cold_start else np.zeros(inter.num_users, bool)
+  cold_item = cold_items(domain, split) if spec.cold_start else np.zeros(domain.num_items, bool)
   parts = {}
   for which in spec.which:
     # 'test' draws with spec.seed itself (YARDSTICKS P-rank-loo: default_rng(0)), 'valid' with
@@ -194,7 +207,8 @@ def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) ->
     parts[which] = PartPlan(rating_rows=rating_rows, rating_cold=cold[inter.user[rating_rows]],
                             rank_rows=rank_rows, candidates=candidates,
                             rank_cold=cold[inter.user[rank_rows]], full_rows=full_rows,
-                            full_candidates=full_cands, full_mask=full_mask)
+                            full_candidates=full_cands, full_mask=full_mask,
+                            rating_cold_item=cold_item[inter.item[rating_rows]])
   return EvalPlan(spec=spec, scale=domain.scale, parts=parts)
 
 
@@ -244,6 +258,11 @@ def plan_metrics(plan: EvalPlan, which: str, *, rating_pred=None, rating_true=No
       cold = part.rating_cold
       pred, true = np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold]
       out.update(prefixed(rating_metrics(pred, true, plan.scale, spec.threshold), f"{which}/cold"))
+    if part.rating_cold_item is not None and part.rating_cold_item.any():
+      cold = part.rating_cold_item
+      pred, true = np.asarray(rating_pred)[cold], np.asarray(rating_true)[cold]
+      out.update(prefixed(rating_metrics(pred, true, plan.scale, spec.threshold),
+                          f"{which}/cold_item"))
   if rank_scores is not None and len(part.rank_rows):
     out.update(prefixed(ranking_scores_metrics(rank_scores, ks=spec.ks), which))
     if part.rank_cold.any():

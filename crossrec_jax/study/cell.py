@@ -113,7 +113,7 @@ class Cell:
 
   def score(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> dict[str, float]:
     """The study's protocol on a finished run (its last checkpoint, restored)."""
-    eval_step, params = finished.restore_final(config, run_dir)
+    eval_step, params = finished.restore_final(config, run_dir, data=self.prepared)
     return self.evaluator(evaluate.score_fn_from_eval_step(eval_step, params))
 
   def fit_baseline(self, name: str, out_dir: pathlib.Path) -> dict[str, float]:

@@ -33,7 +33,7 @@ def feature_panels(study: ml_collections.ConfigDict, workdir: pathlib.Path,
     ex = examples_lib.build_examples(pair, split, domain_id=domain_id, which=which, **kw)
     sets.append(prepare_lib.subsample_examples(ex, n, seed=int(study.pca.seed) + domain_id))
   batch = cell.batch_config()
-  models = {"pretrained (untrained heads)": finished.initial_model(cell.config)}
+  models = {"pretrained (untrained heads)": finished.initial_model(cell.config, cell.prepared)}
   for method in study.pca.methods:
     run_dir = workdir / "runs" / method / grid.tag(cell.fraction, cell.seed)
     if not (run_dir / "checkpoints").exists():
@@ -41,7 +41,7 @@ def feature_panels(study: ml_collections.ConfigDict, workdir: pathlib.Path,
           "(set study.keep_checkpoints or study.pca.methods); panel left out")
       continue
     config = grid.run_config(study, method, cell.fraction, cell.seed, workdir)
-    models[method] = finished.restore_final(config, run_dir)
+    models[method] = finished.restore_final(config, run_dir, data=cell.prepared)
   panels = {}
   for name, (eval_step, params) in models.items():
     fn = evaluate.score_fn_from_eval_step(eval_step, params, key="features")

@@ -31,19 +31,29 @@ def final_metrics(run_dir: pathlib.Path, split: str = "target_test",
           if isinstance(v, (int, float))}
 
 
-def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
-  """(eval_step, params) of a finished trainer run, from its last checkpoint.
-
-  The model is rebuilt from the config; `train/warm_start.restore_final` restores the train
-  state at the end of the last phase into it.
-  """
+def _build_model(config: ml_collections.ConfigDict, data=None):
+  """The untrained model of `config.model.kind`: the cross-encoder directly, any other kind
+  through its task (over `data`, the run's prepared data, when the caller has it)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
+  if config.model.kind == "cross_encoder":
+    return recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  from crossrec_jax import tasks  # pylint: disable=g-import-not-at-top
+  return tasks.make_task(config, data=data).build_model(nnx.Rngs(int(config.seed)))
+
+
+def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data=None):
+  """(eval_step, params) of a finished trainer run, from its last checkpoint.
+
+  The model is rebuilt from the config (`data`: the run's prepared data, which a task other than
+  the cross-encoder builds its model from; None prepares it again); `train/warm_start.
+  restore_final` restores the train state at the end of the last phase into it.
+  """
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
 
-  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  model = _build_model(config, data)
   rating_output = model.rating_output
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
@@ -51,13 +61,11 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path):
   return eval_step, state.params
 
 
-def initial_model(config: ml_collections.ConfigDict):
+def initial_model(config: ml_collections.ConfigDict, data=None):
   """(eval_step, params) of the untrained model (pretrained encoder, fresh heads)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
-  model = recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
+  model = _build_model(config, data)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   return ce_task.make_eval_step(graphdef, rng_state, rest,
                                  rating_output=model.rating_output), params

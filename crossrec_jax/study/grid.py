@@ -4,7 +4,8 @@ A study config (`configs/transfer_study.py`) names the methods (packaged configs
 `train.trainer.train_and_evaluate`), the baselines, the label fractions, the seeds, overrides
 applied to every run config (the preset's truncations) and the evaluation protocol
 (`eval/evaluate.EvalSpec`); `study.architecture` names the task every run trains
-('cross_encoder', the default, or 'bi_encoder').
+('cross_encoder', the default, 'hybrid' (the same protocol and cells, `models/hybrid.py`'s
+model) or 'bi_encoder').
 
 Which cells run. Methods that train on target ratings (target_only, finetune, joint, joint_dann)
 run at fractions > 0. Label-free methods (`study.label_free`: source_only, dann) never see a
@@ -26,7 +27,7 @@ from crossrec_jax.eval import evaluate
 from crossrec_jax.eval import run_baselines
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
-ARCHITECTURES = ("cross_encoder", "bi_encoder")
+ARCHITECTURES = ("cross_encoder", "bi_encoder", "hybrid")
 
 
 def experiment_module(name: str, experiments_dir: str | os.PathLike = "") -> Any:

@@ -34,7 +34,7 @@ from crossrec_jax.study import grid
 from crossrec_jax.study import report
 
 # The cell class of each architecture (what its runs of one (fraction, seed) share).
-CELLS = {"cross_encoder": cell_lib.Cell, "bi_encoder": bi_study.BiCell}
+CELLS = {"cross_encoder": cell_lib.Cell, "hybrid": cell_lib.Cell, "bi_encoder": bi_study.BiCell}
 
 
 def _config_hash(config: ml_collections.ConfigDict) -> str:

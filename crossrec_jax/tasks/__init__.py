@@ -16,6 +16,7 @@ from typing import Any
 from crossrec_jax.tasks import base
 from crossrec_jax.tasks import bi_encoder
 from crossrec_jax.tasks import cross_encoder
+from crossrec_jax.tasks import hybrid
 from crossrec_jax.tasks.base import Evaluator, Objective, ResumableBatches, Task
 
 __all__ = ["Task", "Evaluator", "Objective", "ResumableBatches", "TASKS", "register_task",
@@ -27,6 +28,7 @@ TaskFactory = Callable[..., base.Task]
 TASKS: dict[str, TaskFactory] = {
     "cross_encoder": cross_encoder.CrossEncoderTask,
     "bi_encoder": bi_encoder.BiEncoderTask,
+    "hybrid": hybrid.HybridTask,
 }
 
 

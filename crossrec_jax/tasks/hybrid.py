@@ -1,0 +1,88 @@
+"""The hybrid task: the cross-encoder's data and evaluation, `models/hybrid.py`'s model.
+
+Data: `data/prepare.prepare_data(config)` with `data.id_history_len` > 0 (the examples carry the
+ID history beside their text; the text itself is not read). Model: `HybridRatingModel` over the
+MiniLM vectors of both domains' item texts, encoded once and cached on disk
+(`tasks/item_cache.py`: a second run, or a study's next cell, reads them back). Objective and
+evaluator: the cross-encoder's (`objectives/cross_encoder.py`, `RatingEvaluator`), since the
+model returns the recommenders' output dict.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from crossrec_jax.data import sources
+from crossrec_jax.data import text as text_lib
+from crossrec_jax.models import hybrid as hybrid_lib
+from crossrec_jax.models import recommender as recommender_lib
+from crossrec_jax.tasks import cross_encoder
+from crossrec_jax.tasks import item_cache as item_cache_lib
+
+__all__ = ["HybridTask", "item_text_vectors"]
+
+
+def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarray:
+  """[I_source + I_target, D] pooled text vectors of both catalogues (source rows first)."""
+  from crossrec_jax.models import hf_import  # pylint: disable=g-import-not-at-top  (tokenizers)
+  d, m = config.data, config.model
+  fields = text_lib.get_template(d.template).item_fields
+  texts = [str(t) for dom in (pair.source, pair.target)
+           for t in text_lib.item_texts(dom.items, fields)]
+  tokenizer = hf_import.load_tokenizer(m.encoder.path or None)
+  encoder = recommender_lib.build_encoder(m.encoder, rngs=nnx.Rngs(0))  # frozen: any seed
+  cache_dir = m.hybrid.item_cache_dir or str(
+      sources.default_cache_dir(d.cache_dir or None) / "item_vectors")
+  cache = item_cache_lib.ItemEmbeddingCache(cache_dir)
+  vectors, _ = cache.get_or_encode(encoder, tokenizer, texts, template=d.template,
+                                   max_len=int(m.hybrid.item_max_len), pooling=m.pooling,
+                                   batch_size=int(m.hybrid.item_batch_size))
+  return np.asarray(vectors, np.float32)
+
+
+class HybridTask(cross_encoder.CrossEncoderTask):
+  """The hybrid text + ID rating model over the cross-encoder's prepared data."""
+
+  def __init__(self, config: ml_collections.ConfigDict, data: Any = None):
+    if int(config.data.get("id_history_len", 0)) <= 0:
+      raise ValueError("model.kind='hybrid' reads the ID history: set data.id_history_len > 0 "
+                       f"(got {config.data.get('id_history_len', 0)})")
+    super().__init__(config, data)
+    if self.data.pair is None:
+      raise ValueError("model.kind='hybrid' needs the prepared data's domains (PreparedData.pair)")
+    self._raw = None
+
+  def raw_text_vectors(self) -> np.ndarray:
+    if self._raw is None:
+      self._raw = item_text_vectors(self.config, self.data.pair)
+    return self._raw
+
+  def neighbours(self) -> tuple[np.ndarray, np.ndarray] | None:
+    k = int(self.config.model.hybrid.neighbours)
+    if k <= 0:
+      return None
+    return hybrid_lib.text_neighbours(self.raw_text_vectors(), len(self.data.pair.source.items), k)
+
+  def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    h, m = self.config.model.hybrid, self.config.model
+    pair = self.data.pair
+    return hybrid_lib.HybridRatingModel(
+        hybrid_lib.standardise(self.raw_text_vectors()),
+        num_users=(pair.source.interactions.num_users, pair.target.interactions.num_users),
+        num_items=(len(pair.source.items), len(pair.target.items)),
+        dim=int(h.dim), hidden=int(h.hidden), dropout=float(h.dropout),
+        id_embeddings=bool(h.id_embeddings), id_biases=bool(h.id_biases),
+        id_dropout=float(h.id_dropout), id_domains=str(h.id_domains),
+        text_features=bool(h.text_features), neighbours=self.neighbours(),
+        neighbour_scale=float(h.neighbour_scale),
+        init_scale=float(h.init_scale), discriminator_hidden=tuple(m.discriminator.hidden),
+        discriminator_dropout=float(m.discriminator.dropout),
+        reverse_gradient=bool(m.discriminator.reverse_gradient), rngs=rngs)
+
+  def step_flops(self, model, alignment, use_source, use_target):
+    del model, alignment, use_source, use_target
+    return None  # a few small matmuls and gathers: not worth an MFU line
