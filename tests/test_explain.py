@@ -162,3 +162,26 @@ def test_bi_encoder_contributions_are_exact_removals():
     u_full, _ = ex.vectors({name: v_[b:b + 1] for name, v_ in batch.items()})
     np.testing.assert_allclose(got["user_delta"][b, k], (u_full - u)[0], atol=1e-5)
   assert np.all(got["user_change"][~np.isnan(got["history"])] > 0)
+
+
+def test_leave_one_out_covers_the_hybrid_id_history_model():
+  """The generic edit (entry k's column emptied, as padding) on a model over item IDs."""
+  from crossrec_jax.models import hybrid
+  rng = np.random.default_rng(0)
+  model = hybrid.HybridRatingModel(hybrid.standardise(rng.normal(size=(7, 6))), num_users=(2, 3),
+                                   num_items=(3, 4), dim=4, hidden=8, dropout=0.0,
+                                   rngs=nnx.Rngs(0))
+  graphdef, state = nnx.split(model)
+  run = jax.jit(lambda s, b: nnx.merge(graphdef, s)(b, 0.0, deterministic=True)["rating"])
+  score = lambda b: np.asarray(run(state, {k: jnp.asarray(v) for k, v in b.items()}))
+  batch = {"domain": np.array([0, 1, 1]), "user": np.array([1, 0, 2]), "item": np.array([2, 0, 3]),
+           "history_item": np.array([[-1, 0, 1], [-1, -1, 2], [1, 2, 3]]),
+           "history_rating": np.array([[-1, 1.0, -1], [-1, -1, 0.5], [0.25, -1, 0.75]],
+                                      np.float32)}
+  loo = explain.leave_one_out(score, batch, chunk=4)
+  assert loo["delta"].shape == (3, 3) and np.isnan(loo["delta"][1, 1:]).all()
+  for b, k, col in ((0, 0, 2), (0, 1, 1), (1, 0, 2), (2, 0, 2), (2, 2, 0)):
+    edited = {name: v[b:b + 1].copy() for name, v in batch.items()}
+    edited["history_item"][0, col], edited["history_rating"][0, col] = -1, -1.0
+    np.testing.assert_allclose(loo["without"][b, k], score(edited)[0], atol=1e-6)
+  assert np.all(np.abs(loo["delta"][~np.isnan(loo["delta"])]) > 0)  # every entry matters
