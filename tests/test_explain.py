@@ -86,6 +86,9 @@ def test_ig_is_complete_on_a_tiny_model():
   ig = explain.IntegratedGradients(model, steps=16, baseline_id=PAD, keep_ids=(CLS, SEP))
   got = ig(batch)
   delta = got["score"] - got["baseline_score"]
+  # f(x) through the inputs_embeds entry equals the model's own forward from token ids.
+  np.testing.assert_allclose(got["score"], explain.CrossEncoderExplainer(model).score_fn(batch),
+                             atol=1e-6)
   assert np.all(np.abs(delta) > 1e-4)  # the check is not vacuous: the baseline scores differ
   np.testing.assert_allclose(got["attributions"].sum(1), delta, atol=explain.TOLERANCE)
   assert got["complete"].all() and np.all(np.abs(got["gap"]) <= explain.TOLERANCE)
