@@ -177,6 +177,10 @@ def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collect
                            vocab_size=30522, hidden_size=384, num_hidden_layers=2,
                            num_attention_heads=12, intermediate_size=1536,
                            max_position_embeddings=512)
+    # Mean pooling, MiniLM's own recipe: a cut of its first layers gives a nearly constant [CLS]
+    # vector (per-dimension std 6e-4 across ML examples against a norm of 8), which no head or
+    # discriminator could read in a short run (tests/test_adaptation.py; docs/adaptation.md).
+    c.model.pooling = "mean"
     c.model.rating_head.hidden = (256,)
     c.model.discriminator.hidden = (256,)
     c.optimizer.encoder.update(dict(lr=5e-5, warmup_steps=50))

@@ -128,3 +128,54 @@ def test_history_batch_takes_the_last_entries(domains):
   assert (b["hist_mask"][2:] == 0).all()
   with pytest.raises(ValueError, match="negatives"):
     bp.BiBatchConfig(negatives="uniform").validate()
+
+
+# Keys with one entry per batch row (sliced per process); the rest is shared by the batch.
+ROW_KEYS = ("hist_item", "hist_rating", "hist_mask", "pos_item", "pos_rating", "pos_mask",
+            "rating_mask", "valid", "user", "pos_logq")
+
+
+@pytest.mark.parametrize("kw", [dict(mode="user", num_positives=6, keep=0.5),
+                                dict(mode="interaction", negatives="popularity",
+                                     num_negatives=5)])
+def test_two_processes_get_disjoint_slices_whose_union_is_the_global_batch(domains, kw):
+  src, _ = domains
+  cat = bp.build_catalogue([src])
+  hist = bp.domain_history(src, np.arange(len(src.interactions)), cat)
+  cfg = bp.BiBatchConfig(batch_size=4, history_len=3, **kw)
+  whole = bp.train_batches(hist, cfg, seed=3, stream=1, process_index=0, process_count=1)
+  parts = [bp.train_batches(hist, cfg, seed=3, stream=1, process_index=i, process_count=2)
+           for i in range(2)]
+  for _ in range(5):  # across an epoch boundary (9 users: 2 batches of 4 per epoch)
+    g, (a, b) = next(whole), (next(p) for p in parts)
+    assert len(a["valid"]) == len(b["valid"]) == 2
+    for k in g:
+      if k in ROW_KEYS:
+        np.testing.assert_array_equal(np.concatenate([a[k], b[k]]), g[k], err_msg=k)
+      else:  # the domain's item rows and the batch's shared negatives: the same everywhere
+        np.testing.assert_array_equal(a[k], g[k], err_msg=k)
+        np.testing.assert_array_equal(b[k], g[k], err_msg=k)
+    if cfg.mode == "user":  # disjoint: each user of the global batch is in one slice only
+      assert not set(a["user"].tolist()) & set(b["user"].tolist())
+    else:
+      rows = {(int(u), int(i)) for p in (a, b) for u, i in zip(p["user"], p["pos_item"][:, 0])}
+      assert len(rows) == 4
+
+
+def test_resume_starts_at_the_step_without_replay(domains):
+  src, _ = domains
+  cat = bp.build_catalogue([src])
+  hist = bp.domain_history(src, np.arange(len(src.interactions)), cat)
+  cfg = bp.BiBatchConfig(batch_size=4, history_len=3, num_positives=6)
+  it = bp.train_batches(hist, cfg, seed=0, process_count=1, process_index=0)
+  seen = [next(it) for _ in range(4)]
+  assert it.get_state() == {"seed": 0, "stream": 0, "step": 4}
+  again = bp.train_batches(hist, cfg, seed=0, process_count=1, process_index=0)
+  again.set_state({"seed": 0, "stream": 0, "step": 2})
+  for want in seen[2:]:
+    got = next(again)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+  with pytest.raises(ValueError, match="seed=1"):
+    again.set_state({"seed": 1, "stream": 0, "step": 0})
+  with pytest.raises(ValueError, match="not divisible by 3 processes"):
+    bp.train_batches(hist, cfg, seed=0, process_index=0, process_count=3)

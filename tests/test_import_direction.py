@@ -166,6 +166,7 @@ def test_a_planted_violation_is_caught(tmp_path):
 
 @pytest.mark.parametrize("module,layer", [("crossrec_jax.eval.full_ranking", "objectives"),
                                           ("crossrec_jax.eval.evaluate", "eval"),
+                                          ("crossrec_jax.eval.plan", "eval"),
                                           ("crossrec_jax.tasks.bi_encoder", "tasks"),
                                           ("crossrec_jax.config_base", "base")])
 def test_layers_by_longest_prefix(module, layer):

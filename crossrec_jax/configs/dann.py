@@ -4,6 +4,9 @@ Phase 'dann': L = L_rate(source) + 0.1 L_dom(source u target), the discriminator
 GRL_lam(h) with lam ramping 0 -> 1 over the phase (gamma 10). Target rows enter only through the
 domain loss (unsupervised adaptation: their ratings are never a loss). Swap the alignment with
 `--config.phases[0].alignment=mmd` (or coral) to compare feature penalties.
+Does it adapt? At the cpu preset the discriminator learns (mean pooling; the truncated
+MiniLM's [CLS] vector is nearly constant), but within 60 steps neither DANN nor a feature penalty
+moves the held-out domain gap beyond noise: docs/adaptation.md (experiments/adaptation_check.py).
 
 Run:
   python -m crossrec_jax.main --config=dann:tiny --workdir=/tmp/dann

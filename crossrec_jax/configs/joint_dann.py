@@ -3,6 +3,9 @@
 Phase 'joint_dann': L = L_rate(source) + L_rate(target labelled rows) + 0.1 L_dom(source u
 target) through gradient reversal with the DANN ramp (gamma 10). Unlabelled target rows (label
 fraction < 1) still feed the domain loss.
+Does it adapt? At the cpu preset the discriminator learns (mean pooling; the truncated
+MiniLM's [CLS] vector is nearly constant), but within 60 steps neither DANN nor a feature penalty
+moves the held-out domain gap beyond noise: docs/adaptation.md (experiments/adaptation_check.py).
 
 Run:
   python -m crossrec_jax.main --config=joint_dann:tiny --workdir=/tmp/joint_dann

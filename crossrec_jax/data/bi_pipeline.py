@@ -32,6 +32,12 @@ proportion to count ** alpha), or 'none' (in-batch negatives only). `cand_logq` 
 log expected counts (log N q_j for drawn negatives, log (B P f_j) for in-batch ones), the log-Q
 correction of `objectives/retrieval.py`.
 
+Through grain, per process: batch `step` is a pure function of (seed, stream, step), one grain
+element each (resuming starts at the step), and a process builds only its `process_index`-th
+slice of the rows of every global batch, as the cross-encoder's `pipeline.py` does. Per-row keys
+are sliced; 'item_rows' and the shared negatives ('cand_item', 'cand_logq') are whole on every
+process.
+
 Evaluation batches (`history_batch`): each user's last K visible entries, no corruption.
 Trainable tower: `with_item_tokens` adds the token ids of the positives (P == 1) and candidates.
 """
@@ -39,16 +45,19 @@ Trainable tower: `with_item_tokens` adds the token ids of the positives (P == 1)
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Literal, Mapping, Sequence
+import sys
+from typing import Literal, Mapping, Sequence
 
+import grain
+import jax
 import numpy as np
 
 from crossrec_jax.data import schema
 from crossrec_jax.data import text as text_lib
 
 __all__ = ["ItemCatalogue", "build_catalogue", "DomainHistory", "domain_history", "BiBatchConfig",
-           "train_batches", "history_batch", "to_catalogue_rows", "with_item_tokens", "NEGATIVES",
-           "MODES"]
+           "train_batches", "BiBatchIterator", "history_batch", "to_catalogue_rows",
+           "with_item_tokens", "NEGATIVES", "MODES"]
 
 Batch = dict[str, np.ndarray]
 NEGATIVES = ("catalogue", "uniform", "popularity", "none")
@@ -247,30 +256,99 @@ def _interaction_batch(hist: DomainHistory, cfg: BiBatchConfig, entries: np.ndar
   return out
 
 
-def train_batches(hist: DomainHistory, cfg: BiBatchConfig, *, seed: int,
-                  stream: int = 0) -> Iterator[Batch]:
-  """Endless training batches, deterministic from (seed, stream)."""
-  cfg.validate()
-  rng = np.random.default_rng([seed, stream])
-  if cfg.mode == "user":
-    pool = np.flatnonzero(hist.lengths() > 0)
-  else:
-    pool = np.arange(len(hist.item))
-    user_of = np.repeat(np.arange(hist.num_users), hist.lengths())
-  if len(pool) < cfg.batch_size:
-    raise ValueError(f"domain {hist.name!r}: {len(pool)} training {cfg.mode}s, fewer than "
-                     f"batch_size={cfg.batch_size}")
-  while True:
-    perm = rng.permutation(pool)
-    for start in range(0, len(perm) - cfg.batch_size + 1, cfg.batch_size):
-      chosen = perm[start:start + cfg.batch_size]
+# ----------------------------------------------------------------------------- grain, per process
+# As the cross-encoder's `pipeline.py`: one grain `MapDataset` element is one batch, a pure
+# function of the step, so resuming is `dataset[step:]` (no replay), and every process computes
+# the same global batch plan and builds only its `process_index`-th slice of the rows. Each row
+# draws from its own generator (seed, stream, step, row) and the batch's shared negatives from
+# (seed, stream, step), so the slices of all processes put together are the global batch.
+
+
+class _BiStream:
+  """step -> this process's rows of global batch `step` of the (seed, stream) stream."""
+
+  def __init__(self, hist: DomainHistory, cfg: BiBatchConfig, seed: int, stream: int,
+               process_index: int, process_count: int):
+    cfg.validate()
+    if cfg.batch_size % process_count:
+      raise ValueError(f"bi batches: batch_size {cfg.batch_size} is not divisible by "
+                       f"{process_count} processes")
+    if not 0 <= process_index < process_count:
+      raise ValueError(f"process_index {process_index} is not in [0, {process_count})")
+    self.hist, self.cfg, self.seed, self.stream = hist, cfg, int(seed), int(stream)
+    lengths = hist.lengths()
+    self.pool = (np.flatnonzero(lengths > 0) if cfg.mode == "user"
+                 else np.arange(len(hist.item)))
+    self.user_of = np.repeat(np.arange(hist.num_users), lengths)
+    if len(self.pool) < cfg.batch_size:
+      raise ValueError(f"domain {hist.name!r}: {len(self.pool)} training {cfg.mode}s, fewer "
+                       f"than batch_size={cfg.batch_size}")
+    self.per_epoch = len(self.pool) // cfg.batch_size  # the remainder is dropped, per epoch
+    local = cfg.batch_size // process_count
+    self.rows = range(process_index * local, (process_index + 1) * local)
+    self._perm: tuple[int, np.ndarray] | None = None  # the current epoch's permutation
+
+  def _epoch_perm(self, epoch: int) -> np.ndarray:
+    cached = self._perm  # one read: grain may call from several threads
+    if cached is None or cached[0] != epoch:
+      cached = (epoch, np.random.default_rng([self.seed, self.stream, epoch]).permutation(self.pool))
+      self._perm = cached
+    return cached[1]
+
+  def __call__(self, step: int) -> Batch:
+    cfg, step = self.cfg, int(step)
+    epoch, pos = divmod(step, self.per_epoch)
+    chosen = self._epoch_perm(epoch)[pos * cfg.batch_size:(pos + 1) * cfg.batch_size]
+    parts = []
+    for j in self.rows:
+      rng = np.random.default_rng([self.seed, self.stream, step, 1 + j])
       if cfg.mode == "user":
-        batch = _user_batch(hist, cfg, chosen, rng)
+        parts.append(_user_batch(self.hist, cfg, chosen[j:j + 1], rng))
       else:
-        batch = _interaction_batch(hist, cfg, chosen, rng, user_of)
-      _negatives(hist, cfg, rng, batch)
-      batch["item_rows"] = hist.catalogue_rows
-      yield batch if cfg.domain_table else to_catalogue_rows(batch)
+        parts.append(_interaction_batch(self.hist, cfg, chosen[j:j + 1], rng, self.user_of))
+    batch = {k: np.concatenate([part[k] for part in parts]) for k in parts[0]}
+    _negatives(self.hist, cfg, np.random.default_rng([self.seed, self.stream, step]), batch)
+    batch["item_rows"] = self.hist.catalogue_rows
+    return batch if cfg.domain_table else to_catalogue_rows(batch)
+
+
+class BiBatchIterator:
+  """Endless, checkpointable batches of one stream through grain; state {'seed', 'stream', 'step'}."""
+
+  def __init__(self, stream: _BiStream):
+    self._stream, self._step, self._it = stream, 0, None
+
+  def __iter__(self) -> "BiBatchIterator":
+    return self
+
+  def __next__(self) -> Batch:
+    if self._it is None:
+      ds = grain.MapDataset.range(self._step, sys.maxsize).map(self._stream)
+      self._it = iter(ds.to_iter_dataset())
+    batch = next(self._it)
+    self._step += 1
+    return batch
+
+  def get_state(self) -> dict[str, int]:
+    return {"seed": self._stream.seed, "stream": self._stream.stream, "step": self._step}
+
+  def set_state(self, state: Mapping[str, int]) -> None:
+    mine = self.get_state()
+    for key in ("seed", "stream"):
+      if int(state[key]) != mine[key]:
+        raise ValueError(f"bi batch state {key}={state[key]} but this stream has {mine[key]}")
+    self._it, self._step = None, int(state["step"])
+
+
+def train_batches(hist: DomainHistory, cfg: BiBatchConfig, *, seed: int, stream: int = 0,
+                  process_index: int | None = None,
+                  process_count: int | None = None) -> BiBatchIterator:
+  """Endless training batches, deterministic from (seed, stream); this process's rows of each
+  global batch (default: `jax.process_index()` of `jax.process_count()`)."""
+  return BiBatchIterator(_BiStream(
+      hist, cfg, seed, stream,
+      jax.process_index() if process_index is None else int(process_index),
+      jax.process_count() if process_count is None else int(process_count)))
 
 
 def history_batch(hist: DomainHistory, users: np.ndarray, history_len: int,

@@ -34,9 +34,8 @@ __all__ = ["PairedBatches", "BiPreparedData"]
 class PairedBatches:
   """Endless (src, tgt) training batches of one phase; resumable by step count.
 
-  The state is {'seed', 'step'}: `set_state` redraws the streams from their seed and skips
-  `step` batches, which reproduces the generators' positions exactly (each stream is a pure
-  function of (seed, stream index)).
+  The state is {'seed', 'step'}: `set_state` rebuilds the streams from their seed and starts
+  them at `step` (each batch is a pure function of (seed, stream index, step)).
   """
 
   def __init__(self, make: Callable[[], dict[str, Iterator[bi_pipeline.Batch]]], seed: int,
@@ -66,9 +65,8 @@ class PairedBatches:
       raise ValueError(f"checkpointed batch stream has seed {state['seed']}, this phase's is "
                        f"{self._seed}: the checkpoint belongs to another run")
     self._its = self._make()
-    for _ in range(int(state["step"])):
-      for it in self._its.values():
-        next(it)
+    for it in self._its.values():  # grain streams restart at the step (bi_pipeline.train_batches)
+      it.set_state({**it.get_state(), "step": int(state["step"])})
     self._step = int(state["step"])
 
 

@@ -14,8 +14,9 @@ Three protocols, all on the target domain's own rating scale:
       label fraction < 1 an item may have unlabelled training rows) -> 'test/cold_item/rmse', ...
 Ties count in expectation (`ranking.py`): a constant scorer gets HR@K = K / C, never 0 or 1.
 
-`make_plan` fixes the rows and candidates once from (domain, split, EvalSpec), so every method of a
-study is scored on exactly the same examples. Two ways to fill a plan with predictions:
+`make_plan` (eval/plan.py) fixes the rows and candidates once from (domain, split, EvalSpec), so
+every method of a study is scored on exactly the same examples. Two ways to fill a plan with
+predictions:
   * `evaluate_model(model, domain, plan)`: a baseline with `predict(users, items)` and/or
     `score(users, candidates)` (eval/baselines.py);
   * `Evaluator(data, split, spec, example_kw=..., batch=...)`: a text model. It builds the
@@ -36,42 +37,20 @@ import numpy as np
 from crossrec_jax.data import schema
 from crossrec_jax.data import splits as splits_lib
 from crossrec_jax.eval import metrics as metrics_lib
+# The plan, the candidate examples and the domain gap live in their own modules; their names stay
+# importable from here (`evaluate.make_plan`, `evaluate.proxy_a_distance`, ...) for callers.
+from crossrec_jax.eval.candidates import candidate_domain, candidate_examples
+from crossrec_jax.eval.domain_gap import proxy_a_distance
+from crossrec_jax.eval.plan import (WHICH, EvalPlan, EvalSpec, PartPlan, cold_items, cold_users,
+                                    full_candidates, last_row_per_user, make_plan)
 
-WHICH = ("valid", "test")
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalSpec:
-  """What to evaluate. Sizes given as None mean 'all'.
-
-  which: split parts to evaluate ('valid', 'test').
-  threshold: like = rating > threshold for AUC; None = the scale's midpoint.
-  ks: cut-offs of HR@k / NDCG@k.
-  num_negatives: sampled negatives per ranked user (0 disables the sampled ranking protocol).
-  ranking_users: evaluate sampled ranking on this many users (seeded draw), None = all.
-  full_ranking_users: users (seeded draw) for full ranking over all items; 0 disables it.
-  rating_rows: cap on rating rows per part (seeded draw of whole users' rows kept in order), None
-    = all. For CPU presets: a text model scores every row with a BERT pass.
-  cold_start: also report the cold-start-user subset.
-  seed: negatives and subsets.
-  """
-
-  which: tuple[str, ...] = WHICH
-  threshold: float | None = None
-  ks: tuple[int, ...] = (5, 10, 20)
-  num_negatives: int = 99
-  ranking_users: int | None = None
-  full_ranking_users: int = 0
-  rating_rows: int | None = None
-  cold_start: bool = True
-  seed: int = 0
-
-  def __post_init__(self):
-    bad = [w for w in self.which if w not in WHICH]
-    if bad:
-      raise ValueError(f"EvalSpec.which: unknown part(s) {bad}; use {WHICH}")
-    if self.num_negatives < 0 or self.full_ranking_users < 0:
-      raise ValueError("EvalSpec.num_negatives and full_ranking_users must be >= 0")
+__all__ = [
+    "WHICH", "EvalSpec", "PartPlan", "EvalPlan", "cold_users", "cold_items", "last_row_per_user",
+    "make_plan",
+    "full_candidates", "candidate_domain", "candidate_examples", "proxy_a_distance",
+    "like_threshold", "rating_metrics", "ranking_scores_metrics", "prefixed", "plan_metrics",
+    "evaluate_model", "score_fn_from_eval_step", "collect", "Evaluator",
+]
 
 
 def like_threshold(scale: schema.RatingScale, threshold: float | None = None) -> float:
@@ -106,141 +85,6 @@ def ranking_scores_metrics(scores, mask=None, ks: Sequence[int] = (5, 10, 20)) -
 
 def prefixed(metrics: Mapping[str, float], prefix: str) -> dict[str, float]:
   return {f"{prefix}/{k}": float(v) for k, v in metrics.items()}
-
-
-# ----------------------------------------------------------------------------- plans
-
-
-@dataclasses.dataclass(frozen=True)
-class PartPlan:
-  """Rows and candidates of one split part.
-
-  rating_rows: interaction rows whose rating is predicted. rating_cold: [len(rating_rows)] bool
-  (a cold-start user's row); rating_cold_item: [len(rating_rows)] bool (a cold-start item's row).
-  rank_rows: one row per ranked user (its positive); candidates [R, C] item codes, the positive in
-  column 0. full_rows / full_candidates [F, I] / full_mask [F, I]: full ranking (mask False for the
-  user's training items and the positive's duplicate).
-  """
-
-  rating_rows: np.ndarray
-  rating_cold: np.ndarray
-  rank_rows: np.ndarray
-  candidates: np.ndarray
-  rank_cold: np.ndarray
-  full_rows: np.ndarray
-  full_candidates: np.ndarray
-  full_mask: np.ndarray
-  rating_cold_item: np.ndarray | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class EvalPlan:
-  spec: EvalSpec
-  scale: schema.RatingScale
-  parts: Mapping[str, PartPlan]
-
-  def summary(self) -> str:
-    return "; ".join(f"{w}: {len(p.rating_rows)} ratings ({int(p.rating_cold.sum())} cold users, "
-                     f"{int(np.sum(p.rating_cold_item))} cold items), "
-                     f"{len(p.rank_rows)} ranked users x {p.candidates.shape[1]} candidates, "
-                     f"{len(p.full_rows)} full-ranking users" for w, p in self.parts.items())
-
-
-def cold_users(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
-  """[U] bool: users with no training row in this domain (labelled or not)."""
-  has_train = np.bincount(domain.interactions.user[split.train],
-                          minlength=domain.interactions.num_users) > 0
-  return ~has_train
-
-
-def cold_items(domain: schema.Domain, split: splits_lib.Split) -> np.ndarray:
-  """[I] bool: items with no labelled training row in this domain (no rating to learn from)."""
-  labelled = np.bincount(domain.interactions.item[split.labelled_rows],
-                         minlength=domain.num_items) > 0
-  return ~labelled
-
-
-def last_row_per_user(domain: schema.Domain, rows: np.ndarray) -> np.ndarray:
-  """Each user's last row among `rows` in canonical (time, item id) order, ascending by user."""
-  order = splits_lib.canonical_order(domain, rows)
-  users = domain.interactions.user[order]
-  last = np.r_[users[1:] != users[:-1], True]
-  return order[last]
-
-
-def _draw_users(rows: np.ndarray, users: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-  """Keep the rows of n users drawn with default_rng(seed) (all when n is None or too large)."""
-  unique = np.unique(users)
-  if n is None or n >= len(unique):
-    return rows
-  keep = np.random.default_rng(seed).choice(unique, n, replace=False)
-  return rows[np.isin(users, keep)]
-
-
-def make_plan(domain: schema.Domain, split: splits_lib.Split, spec: EvalSpec) -> EvalPlan:
-  """The rows and candidates every method is scored on (deterministic for spec.seed)."""
-  inter = domain.interactions
-  cold = cold_users(domain, split) if spec.cold_start else np.zeros(inter.num_users, bool)
-  cold_item = cold_items(domain, split) if spec.cold_start else np.zeros(domain.num_items, bool)
-  parts = {}
-  for which in spec.which:
-    # 'test' draws with spec.seed itself (YARDSTICKS P-rank-loo: default_rng(0)), 'valid' with
-    # another seed.
-    seed = spec.seed if which == "test" else spec.seed + 7919
-    rows = split.rows(which)
-    if len(rows) == 0:
-      raise ValueError(f"split part {which!r} of domain {domain.name!r} is empty")
-    rating_rows = (rows[:0] if domain.scale.implicit else
-                   _cap_rows(rows, inter.user[rows], spec.rating_rows, seed + 3))
-    last = last_row_per_user(domain, rows)
-    n_neg = spec.num_negatives
-    if n_neg > 0:
-      rank_rows = _draw_users(last, inter.user[last], spec.ranking_users, seed + 1)
-      # Aligned with rank_rows (ascending by user, the order YARDSTICKS' negatives are drawn in).
-      candidates = splits_lib.ranking_candidates(domain, split, rank_rows, n_neg,
-                                                 seed=seed)
-    else:
-      rank_rows, candidates = np.zeros(0, np.int64), np.zeros((0, 1), np.int32)
-    full_rows = _draw_users(last, inter.user[last], spec.full_ranking_users,
-                            seed + 2) if spec.full_ranking_users else last[:0]
-    full_cands, full_mask = full_candidates(domain, split, full_rows)
-    parts[which] = PartPlan(rating_rows=rating_rows, rating_cold=cold[inter.user[rating_rows]],
-                            rank_rows=rank_rows, candidates=candidates,
-                            rank_cold=cold[inter.user[rank_rows]], full_rows=full_rows,
-                            full_candidates=full_cands, full_mask=full_mask,
-                            rating_cold_item=cold_item[inter.item[rating_rows]])
-  return EvalPlan(spec=spec, scale=domain.scale, parts=parts)
-
-
-def _cap_rows(rows: np.ndarray, users: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
-  """All rows of whole users, users taken in a seeded random order while the total stays <= max_rows
-  (at least one user); every row when max_rows is None."""
-  if max_rows is None or len(rows) <= max_rows:
-    return rows
-  unique, counts = np.unique(users, return_counts=True)
-  order = np.random.default_rng(seed).permutation(len(unique))
-  n_keep = max(1, int(np.searchsorted(np.cumsum(counts[order]), max_rows, side="right")))
-  return rows[np.isin(users, unique[order[:n_keep]])]
-
-
-def full_candidates(domain: schema.Domain, split: splits_lib.Split,
-                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """([F, 1 + I] items, [F, 1 + I] mask): the positive in column 0, then every item; the mask drops
-  the user's training items and the positive's second copy (YARDSTICKS P-rank-loo 'full')."""
-  inter = domain.interactions
-  n_items = domain.num_items
-  cands = np.concatenate([inter.item[rows][:, None],
-                          np.broadcast_to(np.arange(n_items), (len(rows), n_items))], axis=1)
-  mask = np.ones(cands.shape, bool)
-  mask[:, 1:][np.arange(len(rows))[:, None], inter.item[rows][:, None]] = False
-  row_of_user = np.full(inter.num_users, -1, np.int64)
-  row_of_user[inter.user[rows]] = np.arange(len(rows))
-  if len(np.unique(inter.user[rows])) != len(rows):
-    raise ValueError("full ranking takes one row per user")
-  at = row_of_user[inter.user[split.train]]
-  hit = at >= 0
-  mask[at[hit], 1 + inter.item[split.train][hit]] = False
-  return cands.astype(np.int32), mask
 
 
 # ----------------------------------------------------------------------------- metrics of a plan
@@ -293,65 +137,6 @@ def evaluate_model(model: Any, domain: schema.Domain, plan: EvalPlan) -> dict[st
 
 
 # ----------------------------------------------------------------------------- text models
-
-
-def candidate_domain(domain: schema.Domain, rows: np.ndarray, candidates: np.ndarray,
-                     mask: np.ndarray | None = None
-                     ) -> tuple[schema.Domain, np.ndarray, np.ndarray]:
-  """The domain plus one new interaction per (row, candidate) cell: same user and time as the row,
-  the candidate's item, so its history is the row's history (`splits.history_rows` sees only rows
-  strictly before that time, and the new rows are visible to nobody).
-
-  Returns (domain', new row indices [M], flat cell index [M] into [R, C]) for the cells in `mask`.
-  The new rows' rating is the held-out one for column 0 and the scale's low end elsewhere (never a
-  training label: only evaluation examples are built from them).
-  """
-  inter = domain.interactions
-  rows = np.asarray(rows, np.int64)
-  cands = np.asarray(candidates)
-  if cands.shape[0] != len(rows):
-    raise ValueError(f"{cands.shape[0]} candidate rows for {len(rows)} eval rows")
-  cell_mask = np.ones(cands.shape, bool) if mask is None else np.asarray(mask, bool)
-  cells = np.flatnonzero(cell_mask.reshape(-1))
-  r_of = cells // cands.shape[1]
-  col = cells % cands.shape[1]
-  src = rows[r_of]
-  rating = np.where(col == 0, inter.rating[src], np.float32(domain.scale.low)).astype(np.float32)
-  extra = dataclasses.replace(
-      inter,
-      user=np.concatenate([inter.user, inter.user[src]]),
-      item=np.concatenate([inter.item, cands.reshape(-1)[cells].astype(inter.item.dtype)]),
-      rating=np.concatenate([inter.rating, rating]),
-      time=np.concatenate([inter.time, inter.time[src]]),
-      part=None if inter.part is None else np.concatenate([inter.part, inter.part[src]]))
-  new_rows = len(inter) + np.arange(len(cells), dtype=np.int64)
-  return dataclasses.replace(domain, interactions=extra), new_rows, cells
-
-
-def candidate_examples(data: schema.CrossDomainData | schema.Domain, split: splits_lib.Split,
-                       rows: np.ndarray, candidates: np.ndarray, mask: np.ndarray | None = None, *,
-                       which: str, domain_id: int = 1, test_sees_valid: bool = False,
-                       **build_kw) -> tuple[Any, np.ndarray]:
-  """Tokenised examples of every (row history, candidate item) cell -> (ExampleSet, cell index).
-
-  The ExampleSet's 'row' column is the evaluated row of `rows` (in the original domain), 'cell' the
-  flat index into [R, C]; 'item' is the candidate.
-
-  `build_kw` are `examples.build_examples`' template, tokenizer, max_len, history_len, cache...
-  Histories are those of the row's split part `which` (a valid row sees train rows; a test row
-  train rows, plus valid rows with test_sees_valid).
-  """
-  from crossrec_jax.data import examples as examples_lib  # pylint: disable=g-import-not-at-top
-  domain = data if isinstance(data, schema.Domain) else data.domains()[domain_id]
-  big, new_rows, cells = candidate_domain(domain, rows, candidates, mask)
-  aug = dataclasses.replace(split, test=new_rows, valid=split.valid, removed=split.removed)
-  ex = examples_lib.build_examples(big, aug, domain_id=domain_id, which="test",
-                                   test_sees_valid=test_sees_valid and which == "test", **build_kw)
-  # 'row' names the evaluated interaction of the original domain (not the synthetic row), 'cell'
-  # the flat [R, C] candidate cell.
-  ex.columns["row"] = np.asarray(rows, np.int64)[cells // np.asarray(candidates).shape[1]]
-  ex.columns["cell"] = cells
-  return ex, cells
 
 
 def score_fn_from_eval_step(eval_step: Callable[..., Any], params: Any,
@@ -475,44 +260,3 @@ class Evaluator:
       kw["full_scores"] = self._run(score_fn, w, "full")
       out.update(plan_metrics(self.plan, w, **kw))
     return out
-
-
-# ----------------------------------------------------------------------------- domain separability
-
-
-def proxy_a_distance(source_features, target_features, *, seed: int = 0, l2: float = 1e-2,
-                     iters: int = 25) -> dict[str, float]:
-  """Discriminator accuracy and proxy A-distance (Ben-David et al.) of two feature sets.
-
-  An L2-regularised logistic regression (Newton's method, features standardised on the training
-  half) is fitted on a seeded half of each domain's rows and tested on the other half:
-  PAD = 2 (1 - 2 err), 0 when the domains are indistinguishable, 2 when perfectly separable.
-  Returns 'domain_acc' (held-out accuracy), 'pad', 'n_source', 'n_target'.
-  """
-  xs, xt = np.asarray(source_features, np.float64), np.asarray(target_features, np.float64)
-  if xs.ndim != 2 or xt.ndim != 2 or xs.shape[1] != xt.shape[1] or min(len(xs), len(xt)) < 4:
-    raise ValueError(f"need two [N, H] feature sets with N >= 4, got {xs.shape} and {xt.shape}")
-  rng = np.random.default_rng(seed)
-  halves = [np.array_split(rng.permutation(len(x)), 2) for x in (xs, xt)]
-  def part(k):
-    x = np.concatenate([xs[halves[0][k]], xt[halves[1][k]]])
-    y = np.concatenate([np.zeros(len(halves[0][k])), np.ones(len(halves[1][k]))])
-    return x, y
-  (x_tr, y_tr), (x_te, y_te) = part(0), part(1)
-  mean, std = x_tr.mean(0), x_tr.std(0) + 1e-6
-  def design(x):
-    return np.concatenate([(x - mean) / std, np.ones((len(x), 1))], axis=1)
-  a, a_te = design(x_tr), design(x_te)
-  w = np.zeros(a.shape[1])
-  reg = l2 * len(a) * np.r_[np.ones(a.shape[1] - 1), 0.0]  # the intercept is not penalised
-  for _ in range(iters):
-    p = 1.0 / (1.0 + np.exp(-np.clip(a @ w, -30, 30)))
-    grad = a.T @ (p - y_tr) + reg * w
-    hess = (a * (p * (1 - p))[:, None]).T @ a + np.diag(reg) + 1e-9 * np.eye(len(w))
-    step = np.linalg.solve(hess, grad)
-    w -= step
-    if np.max(np.abs(step)) < 1e-8:
-      break
-  err = float(np.mean(((a_te @ w) > 0) != (y_te > 0.5)))
-  return {"domain_acc": 1.0 - err, "pad": 2.0 * (1.0 - 2.0 * err),
-          "n_source": float(len(xs)), "n_target": float(len(xt))}

@@ -45,7 +45,7 @@ __all__ = ["ItemTextVectors", "TextTowers", "IdTables", "HybridRatingModel", "st
 
 # Which domains' examples use the ID tables: 'target' learns the source through text alone, so
 # that what transfers (the towers) has to carry the source's item and user effects; 'both'.
-ID_DOMAINS = ("both", "target")
+ID_DOMAINS = ("both", "target", "source")
 # Shrinkage of the user's mean shown rating: (sum of deviations) / (count + SHRINK).
 SHRINK = 3.0
 
@@ -107,6 +107,15 @@ def history_summary(text: jax.Array, history_item: jax.Array, history_rating: ja
   return jnp.concatenate([mean_all, mean_rated, shrunk, jnp.log1p(n_shown), jnp.log1p(n_all)], -1)
 
 
+def user_offset(history_rating: jax.Array, expected: jax.Array) -> jax.Array:
+  """[B]: the user's shrunk mean residual over the history's shown ratings,
+  sum(r_j - expected_j) / (n_shown + SHRINK): the closed-form user bias of a bias model, read
+  from the example, so a user whose few ratings trained no ID still gets one (history_rating -1 =
+  not shown; `expected` [B, K] the model's rating of each history item without the user)."""
+  shown = (history_rating >= 0).astype(jnp.float32)
+  return jnp.sum(shown * (history_rating - expected), -1) / (jnp.sum(shown, -1) + SHRINK)
+
+
 class TextTowers(nnx.Module):
   """Item tower MLP(t_i) -> (q [dim], b_text) and user tower MLP(history summary) -> (p, b_hist)."""
 
@@ -132,6 +141,8 @@ class IdTables(nnx.Module):
     self.mu = nnx.Param(jnp.full((), 0.5, jnp.float32))
     # Sharpness of the attention over an item's text neighbours (cosines are ~0.3-1 apart).
     self.neighbour_scale = nnx.Param(jnp.full((), neighbour_scale, jnp.float32))
+    # Weight of the user offset read from the history (`user_offset`): 1 = the shrunk mean.
+    self.offset_weight = nnx.Param(jnp.ones((), jnp.float32))
     self.domain_offset = nnx.Param(jnp.zeros((2,), jnp.float32))
     self.user_bias = nnx.Param(jnp.zeros((num_users,), jnp.float32))
     self.item_bias = nnx.Param(jnp.zeros((num_items,), jnp.float32))
@@ -203,9 +214,25 @@ class HybridRatingModel(nnx.Module):
     keep = (self.id_dropout(ones, deterministic=deterministic) > 0).astype(jnp.float32)
     if self.id_domains == "target":  # the source is learnt through text alone (module docstring)
       keep = keep * (domain > 0).astype(jnp.float32)[:, None]
+    elif self.id_domains == "source":  # the target reads its users and items from text + history
+      keep = keep * (domain == 0).astype(jnp.float32)[:, None]
     keep_u, keep_i = keep[:, 0], keep[:, 1]
     if self.id_biases:
       pred = pred + keep_u * ids.user_bias[...][user] + keep_i * ids.item_bias[...][item]
+    # The user's offset from the history: residuals against mu + the history items' ID biases
+    # (stop_gradient: the offset reads the biases, it does not train them).
+    expected = ids.mu[...] + ids.domain_offset[...][domain][:, None]
+    if self.id_biases:
+      item_bias = jax.lax.stop_gradient(ids.item_bias[...])
+      safe = jnp.maximum(hist, 0)
+      expected = expected + item_bias[safe]
+      if self.use_neighbours:  # and their text-neighbour prior, as the candidate's below
+        w = jax.nn.softmax(jax.lax.stop_gradient(ids.neighbour_scale[...])
+                           * self.neighbour_sim[...][safe], axis=-1)
+        prior = jnp.sum(w * item_bias[self.neighbour_index[...][safe]], -1)
+        expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
+    offset = user_offset(jnp.where(hist >= 0, batch["history_rating"], -1.0), expected)
+    pred = pred + ids.offset_weight[...] * offset
     p_full, q_full = p, q
     if ids.embeddings:
       p_full = p + keep_u[:, None] * ids.user_embedding[...][user]

@@ -160,14 +160,20 @@ def header(study: ml_collections.ConfigDict, workdir: pathlib.Path, wall_s: floa
       study, m, 1.0 if m not in study.label_free else 0.0, int(study.seeds[0]),
       workdir).phases) for m in study.methods)
   e = study.eval
+  if cfg.model.kind == "hybrid":  # the text is read once per item, the history as IDs
+    h = cfg.model.hybrid
+    reads = (f"item texts encoded once by {encoder} (mean pooling, cached); hybrid model dim "
+             f"{h.dim}, ID history {d.id_history_len} items, {h.neighbours} text neighbours, "
+             f"ID dropout {h.id_dropout}")
+  else:
+    reads = f"encoder {encoder}; max_len {d.max_len}, history {d.history_len} items"
   import jax  # pylint: disable=g-import-not-at-top
   return "\n".join([
       f"# Transfer study: {study.name}",
       "",
       f"- Data: `{study.source}` (source -> target); target split `{d.split}`; seeds "
       f"{list(study.seeds)}; label fractions {[float(f) for f in study.label_fractions]}.",
-      f"- Preset `{study.preset}` truncations: encoder {encoder}; max_len {d.max_len}, history "
-      f"{d.history_len} items; users subsampled to source {d.users.source or 'all'} / target "
+      f"- Preset `{study.preset}` truncations: {reads}; users subsampled to source {d.users.source or 'all'} / target "
       f"{d.users.target or 'all'}; training examples capped at source "
       f"{d.max_examples.source_train or 'all'} / target {d.max_examples.target_train or 'all'}; batch {d.batch_size}; steps per "
       f"method {steps}.",
@@ -192,8 +198,9 @@ def write_outputs(study: ml_collections.ConfigDict, workdir: pathlib.Path,
   transfer = [m for m in study.methods if m != "target_only"]
   references = [m for m in ("target_only", "global_mean", "mf", "bias", "title_prior",
                             "popularity") if m in (*study.methods, *study.baselines)]
-  for metric in ("test/rmse", "test/HR@10"):
-    if any(metric in r for r in rows):
+  for metric in ("test/rmse", "test/cold_item/rmse", "test/HR@10"):
+    if any(metric in r for r in rows) and (metric != "test/cold_item/rmse"
+                                           or metric in study.table_metrics):
       parts.append(verdict(rows, metric, fractions, transfer, references))
   for metric in study.table_metrics:
     if any(metric in r for r in rows):
