@@ -354,3 +354,8 @@ def test_profile_segment_is_leak_free_text_of_the_profile_facts(tok):
     assert again["input_ids"][e].tolist() == es["input_ids"][e].tolist()
   with pytest.raises(ValueError, match="unknown profile template 'nope' \\(data.profile\\)"):
     _build(d, s, tok, profile="nope")
+  implicit = _domain(name="amazon_food", scale=schema.IMPLICIT)
+  es = _build(implicit, splits.temporal_loo(implicit), tok, profile="default")
+  assert not any((x == 1).any() for x in es["segments"])  # no ratings: no profile
+  with pytest.raises(ValueError, match="unknown profile template"):
+    _build(implicit, splits.temporal_loo(implicit), tok, profile="nope")

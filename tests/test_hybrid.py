@@ -111,3 +111,44 @@ def test_tiny_run_trains_and_resumes_through_the_trainer(tmp_path):
   assert any("loss_domain" in l for l in lines)  # the DANN phase ran on the hybrid features
   again = trainer.train_and_evaluate(config, str(tmp_path))  # finished: resumes, same result
   assert again["target_test"]["rmse"] == pytest.approx(final["target_test"]["rmse"])
+
+
+def test_text_neighbours_are_the_most_similar_source_items_never_the_item_itself():
+  rng = np.random.default_rng(3)
+  vecs = rng.normal(size=(9, 5)).astype(np.float32)
+  vecs[7] = 2.0 * vecs[1]  # target item 7 (of 5 source items) has source item 1's direction
+  index, sims = hybrid.text_neighbours(vecs, num_source=5, k=3, chunk=4)
+  unit = vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
+  for i in range(9):
+    cos = unit[i] @ unit[:5].T
+    if i < 5:
+      cos[i] = -np.inf
+    want = np.argsort(-cos, kind="stable")[:3]
+    np.testing.assert_array_equal(index[i], want)
+    np.testing.assert_allclose(sims[i], cos[want], rtol=1e-5)
+    assert i >= 5 or i not in index[i]
+  assert index[7, 0] == 1 and sims[7, 0] == pytest.approx(1.0)
+
+
+def test_user_offset_is_the_shrunk_mean_residual_of_shown_ratings():
+  ratings = jnp.array([[0.75, -1.0, 1.0], [-1.0, -1.0, -1.0]])
+  expected = jnp.full((2, 3), 0.5)
+  got = np.asarray(hybrid.user_offset(ratings, expected))
+  assert got[0] == pytest.approx((0.25 + 0.5) / (2 + hybrid.SHRINK))
+  assert got[1] == 0.0
+
+
+def test_neighbour_prior_lends_a_source_bias_to_a_target_item():
+  rng = np.random.default_rng(0)
+  raw = rng.normal(size=(7, 6)).astype(np.float32)
+  raw[3 + 0] = raw[2]  # target item 0 has the text of source item 2
+  nb = hybrid.text_neighbours(raw, 3, 2)
+  model = hybrid.HybridRatingModel(hybrid.standardise(raw), num_users=(2, 3), num_items=(3, 4),
+                                   dim=4, hidden=8, dropout=0.0, id_dropout=0.0, neighbours=nb,
+                                   neighbour_scale=200.0, rngs=nnx.Rngs(0))
+  batch = {"domain": jnp.array([1]), "user": jnp.array([0]), "item": jnp.array([0]),
+           "history_item": jnp.array([[-1, -1, -1]]), "history_rating": jnp.array([[-1.0] * 3])}
+  before = float(model(batch, deterministic=True)["rating"][0])
+  model.rating_head.item_bias[...] = model.rating_head.item_bias[...].at[2].set(0.2)
+  after = float(model(batch, deterministic=True)["rating"][0])
+  assert after - before == pytest.approx(0.2, abs=1e-3)  # the exact-text source item's bias

@@ -259,7 +259,11 @@ def flat(d, prefix=""):
   return out
 
 
-BI_SECTION = "## Bi-encoder (`kind='bi_encoder'`)"
+# The section of each non-default kind: its own keys, and every shared key whose default it
+# changes (any other key: as the main tables, which are the cross-encoder's).
+SECTIONS = {"bi_encoder": "## Bi-encoder (`kind='bi_encoder'`)",
+            "hybrid": "## Hybrid text + ID model (`kind='hybrid'`)"}
+BI_SECTION = SECTIONS["bi_encoder"]
 
 
 def doc_rows(text: str) -> dict[str, list[str]]:
@@ -272,47 +276,71 @@ def doc_rows(text: str) -> dict[str, list[str]]:
   return rows
 
 
+def group_value(cell: str, group: str) -> str:
+  """The value an `optimizer.<group>.*` cell gives `group`: the cell itself, or, where it names
+  groups ("encoder `5e-05`, heads `0.001`"), the group's own, else `heads` (every group but the
+  encoder), else `others` (every group not named)."""
+  named = dict(re.findall(r"(\w+) `([^`]*)`", cell))
+  if not named:
+    return cell
+  if group in named:
+    return named[group]
+  if "heads" in named and group != "encoder":
+    return named["heads"]
+  return named.get("others", cell)
+
+
 def _check_defaults(doc_key, key, cells, presets, where):
   from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
   for i, preset in enumerate(config_base.PRESETS):
     cell = cells[i] or cells[0]  # an empty cell: same as tiny
     want = presets[preset][key]
-    if doc_key != key and "heads" in cell:  # "encoder `5e-05`, heads `0.001`"
-      enc, heads = re.findall(r"`([^`]*)`", cell)
-      cell = enc if key.startswith("optimizer.encoder.") else heads
+    if doc_key != key:  # optimizer.<group>.*
+      cell = group_value(cell, key.split(".")[1])
     assert cell.strip("`") == repr(want), (
         f"docs/configuration.md{where}: `{doc_key}` at {preset} says {cell}, base_config has "
         f"{want!r}")
 
 
 def test_configuration_doc_lists_every_key_with_its_defaults():
-  """Both kinds: the cross-encoder's keys in the main tables; the bi-encoder's own keys and every
-  shared key whose default it changes in its section (any other key: as the main tables)."""
+  """Every kind: the cross-encoder's keys in the main tables; each other kind's own keys and every
+  shared key whose default it changes in its section (SECTIONS; any other key: as the main
+  tables)."""
   from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
   text = (REPO_ROOT / "docs" / "configuration.md").read_text()
-  head, _, bi_text = text.partition(BI_SECTION)
-  assert bi_text, f"docs/configuration.md lost its section {BI_SECTION!r}"
-  bi_text, _, tail = bi_text.partition("\n## ")
-  rows, bi_rows = doc_rows(head + tail), doc_rows(bi_text)
+  assert set(SECTIONS) == set(config_base.KINDS) - {"cross_encoder"}, (
+      f"tests/test_readme.py SECTIONS {sorted(SECTIONS)} do not match config_base.KINDS "
+      f"{config_base.KINDS}: give each non-default kind its section")
+  section_rows = {}
+  for kind, title in SECTIONS.items():
+    head, found, body = text.partition(title)
+    assert found, f"docs/configuration.md lost its section {title!r}"
+    body, sep, tail = body.partition("\n## ")
+    section_rows[kind] = doc_rows(body)
+    text = head + sep + tail  # the main tables: everything outside the sections
+  rows = doc_rows(text)
   groups = "|".join(config_base.GROUPS + config_base.BI_GROUPS)
-  documented = {"cross_encoder": set(), "bi_encoder": set()}
+  documented = {kind: set() for kind in config_base.KINDS}
   for kind in config_base.KINDS:
     presets = {p: flat(config_base.base_config(p, kind).to_dict()) for p in config_base.PRESETS}
+    own = section_rows.get(kind, {})
+    where = SECTIONS.get(kind, "## ")[3:]
     for key in presets["tiny"]:
       doc_key = re.sub(rf"^optimizer\.({groups})\.", "optimizer.<group>.", key)
-      if kind == "bi_encoder" and doc_key in bi_rows:
-        _check_defaults(doc_key, key, bi_rows[doc_key], presets, f" ({BI_SECTION[3:]})")
+      if doc_key in own:
+        _check_defaults(doc_key, key, own[doc_key], presets, f" ({where})")
       else:
         assert doc_key in rows, f"docs/configuration.md does not list `{doc_key}` ({kind})"
         _check_defaults(doc_key, key, rows[doc_key], presets,
-                        "" if kind == "cross_encoder" else f" (not in {BI_SECTION[3:]})")
+                        "" if kind == "cross_encoder" else f" (not in {where})")
       documented[kind].add(doc_key)
   stale = {k for k in rows if "." in k or k in ("preset", "seed", "phases", "method")} - {
       "phases"} - documented["cross_encoder"]
   stale = {k for k in stale if not k.startswith(("weights.", "lr."))}
   assert not stale, f"docs/configuration.md lists keys base_config does not have: {sorted(stale)}"
-  stale = set(bi_rows) - documented["bi_encoder"]
-  assert not stale, f"{BI_SECTION[3:]} lists keys the bi-encoder does not have: {sorted(stale)}"
+  for kind, title in SECTIONS.items():
+    stale = set(section_rows[kind]) - documented[kind]
+    assert not stale, f"{title[3:]} lists keys the {kind} kind does not have: {sorted(stale)}"
   phase_table = (REPO_ROOT / "docs" / "configuration.md").read_text().split("## A phase")[1]
   for key in config_base.PHASE_KEYS:
     assert re.search(rf"`{key}[`.]", phase_table), f"phase key {key!r} missing from the docs"

@@ -138,7 +138,8 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
     history_cap: the most entries under history_budget 'tokens'.
     profile: '' (none) or a `text.PROFILES` name / `text.ProfileTemplate`: a user-profile segment
       after [CLS] from the user's earlier rated rows (`data/profile.py`), kept whole slot by slot
-      while it fits after the candidate; history entries fill the room it leaves.
+      while it fits after the candidate; history entries fill the room it leaves. Implicit
+      domains have no ratings to summarise: no profile.
   """
   if history_budget not in ("count", "tokens"):
     raise ValueError(f"data.history_budget must be 'count' or 'tokens', got {history_budget!r}")
@@ -181,8 +182,8 @@ def build_examples(data: schema.CrossDomainData | schema.Domain, split: splits_l
   cand_items, cand_index = np.unique(inter.item[rows], return_inverse=True)
   cand_index = cand_index.reshape(-1)
   profile_texts, profile_slots = [], np.full((len(rows), 0), -1, np.int64)
-  if profile and not domain.scale.implicit:  # implicit feedback has no ratings to summarise
-    ptemplate = text_lib.get_profile_template(profile)
+  ptemplate = text_lib.get_profile_template(profile) if profile else None
+  if ptemplate is not None and not domain.scale.implicit:  # implicit: no ratings to summarise
     stats = profile_lib.profile_stats(domain, visible, shown, rows, num_items=ptemplate.num_items,
                                       max_genres=ptemplate.max_genres)
     profile_texts, profile_slots = profile_lib.profile_pieces(stats, ptemplate, texts,

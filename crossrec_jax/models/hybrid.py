@@ -3,29 +3,39 @@
 The cross-encoder reads a user's history as text, so at a CPU budget it sees 0-3 of a user's ~86
 earlier ratings and cannot learn the user effect (issue 13). This model keeps the language model
 as the item reader but runs it once per item, not once per example: every item's text is encoded
-by the frozen MiniLM (`tasks/item_cache.py`), and a small model on top predicts
+by the frozen MiniLM (`tasks/item_cache.py`), and a small model on top predicts (on [0, 1])
 
-    r(u, i) = mu + mu_d + b_text(t_i) + b_hist(u)                 text, transfers across domains
-              + <p_text(u) + e_u, q_text(t_i) + e_i>
-              + b_u + b_i                                          IDs, per domain
+    r(u, i) = mu + mu_d + b_text(t_i) + b_hist(u) + w * offset(u)     text and history
+              + prior(i)                                              text neighbours
+              + <p_text(u) + e_u, q_text(t_i) + e_i + prior_e(i)>
+              + b_u + b_i                                             IDs
 
-  t_i         the item's standardised text vector (frozen; `ItemTextVectors`, in the state's rest)
-  q_text      item tower: MLP(t_i) -> (q, b_text); the text's item prior, shared by both domains
-  p_text      user tower over the ID history (SVD++'s implicit feedback, with text item vectors):
+  t_i         the item's standardised MiniLM vector (frozen; `ItemTextVectors`, in the state's rest)
+  q_text      item tower MLP(t_i) -> (q, b_text), shared by both domains
+  p_text      user tower over the ID history (SVD++'s implicit feedback with text item vectors):
               the mean of the history's text vectors, their rating-weighted mean (ratings only
-              where the example may show them), and the shown ratings' count and shrunk mean
-  b_u, b_i, e_u, e_i   ID biases / embeddings of the example's domain, each dropped with
-              probability `id_dropout` in training (the same keep mask for a user's bias and
-              embedding), so users and items without ratings fall back to text; by default
-              (`id_domains='target'`) only target examples use them: with source IDs, the IDs
-              absorbed the source's item and user effects and the towers, which are what
-              transfers, learnt little (measured: 0% labels test RMSE 1.148 vs title prior 1.099)
+              where the example may show them), and counts
+  offset(u)   the user's shrunk mean residual over the history's shown ratings (`user_offset`):
+              a bias model's closed-form user bias, read from the example, so a user whose few
+              ratings trained no ID still gets one
+  prior(i)    the text-neighbour prior: the k source items whose MiniLM vectors are nearest the
+              item's lend it their learnt ID bias (and embedding), softmax(s * cosine)-weighted
+              (`text_neighbours`, precomputed). The language model's way to a title prior: an
+              item whose text the source rated transfers that rating, one whose text is new
+              borrows from similar texts (a source item is never its own neighbour)
+  b_u, b_i, e_u, e_i   ID biases / embeddings, each dropped with probability `id_dropout` in
+              training (one keep mask per user and per item), so users and items without ratings
+              fall back to text. `id_domains`: which domains' examples use them -- 'both';
+              'source' (target users and items read from text, neighbours and history alone:
+              measured better at 10% labels, where Adam's sparse updates of few-label target IDs
+              overfit); 'target' (the source learnt through the towers alone: measured worse at
+              0%, as the towers then carry less of the source's item effects than the ID biases)
 
-The output dict is the recommenders' (`models/recommender.py`): 'rating' on the [0, 1] scale,
-'features' = [p_text, q] (text only: what DANN / MMD / CORAL align and the PAD measures),
-'domain_logit'. The groups: `encoder` (the text towers), `rating_head` (mu and the ID tables),
-`discriminator`. A batch needs 'domain', 'user', 'item', 'history_item', 'history_rating'
-(`data/examples.py` with `data.id_history_len` > 0).
+The output dict is the recommenders' (`models/recommender.py`): 'rating', 'features' = [p_text,
+q_text] (text only: what DANN / MMD / CORAL align and the PAD measures), 'domain_logit'. The
+groups: `encoder` (towers and the shared scalars), `rating_head` (the ID tables alone, so their
+learning rate is their own), `discriminator`. A batch needs 'domain', 'user', 'item',
+'history_item', 'history_rating' (`data/examples.py` with `data.id_history_len` > 0).
 """
 
 from __future__ import annotations
@@ -119,7 +129,16 @@ def user_offset(history_rating: jax.Array, expected: jax.Array) -> jax.Array:
 class TextTowers(nnx.Module):
   """Item tower MLP(t_i) -> (q [dim], b_text) and user tower MLP(history summary) -> (p, b_hist)."""
 
-  def __init__(self, text_dim: int, dim: int, hidden: int, dropout: float, *, rngs: nnx.Rngs):
+  def __init__(self, text_dim: int, dim: int, hidden: int, dropout: float, *,
+               neighbour_scale: float = 20.0, rngs: nnx.Rngs):
+    # The shared scalars train with the towers (the `encoder` group), not with the sparse ID
+    # tables, so that the tables' learning rate can be set low on its own.
+    self.mu = nnx.Param(jnp.full((), 0.5, jnp.float32))
+    self.domain_offset = nnx.Param(jnp.zeros((2,), jnp.float32))
+    # Sharpness of the attention over an item's text neighbours (cosines are ~0.3-1 apart).
+    self.neighbour_scale = nnx.Param(jnp.full((), neighbour_scale, jnp.float32))
+    # Weight of the user offset read from the history (`user_offset`): 1 = the shrunk mean.
+    self.offset_weight = nnx.Param(jnp.ones((), jnp.float32))
     self.item = heads_lib.MLP(text_dim, (hidden,), dim + 1, dropout=dropout, rngs=rngs)
     self.user = heads_lib.MLP(2 * text_dim + 3, (hidden,), dim + 1, dropout=dropout, rngs=rngs)
     # Small outputs at init: the prediction starts near mu, not at a random offset of O(1).
@@ -137,13 +156,7 @@ class IdTables(nnx.Module):
   """mu, per-domain offsets, and the ID biases and embeddings of both domains' users and items."""
 
   def __init__(self, num_users: int, num_items: int, dim: int, *, embeddings: bool,
-               init_scale: float, neighbour_scale: float = 20.0, rngs: nnx.Rngs):
-    self.mu = nnx.Param(jnp.full((), 0.5, jnp.float32))
-    # Sharpness of the attention over an item's text neighbours (cosines are ~0.3-1 apart).
-    self.neighbour_scale = nnx.Param(jnp.full((), neighbour_scale, jnp.float32))
-    # Weight of the user offset read from the history (`user_offset`): 1 = the shrunk mean.
-    self.offset_weight = nnx.Param(jnp.ones((), jnp.float32))
-    self.domain_offset = nnx.Param(jnp.zeros((2,), jnp.float32))
+               init_scale: float, rngs: nnx.Rngs):
     self.user_bias = nnx.Param(jnp.zeros((num_users,), jnp.float32))
     self.item_bias = nnx.Param(jnp.zeros((num_items,), jnp.float32))
     self.embeddings = embeddings
@@ -182,10 +195,10 @@ class HybridRatingModel(nnx.Module):
         raise ValueError(f"neighbours of {neighbours[0].shape[0]} items for {text.shape[0]}")
       self.neighbour_index = SourceNeighbours(jnp.asarray(neighbours[0], jnp.int32))
       self.neighbour_sim = SourceNeighbours(jnp.asarray(neighbours[1], jnp.float32))
-    self.encoder = TextTowers(text.shape[1], dim, hidden, dropout, rngs=rngs)
+    self.encoder = TextTowers(text.shape[1], dim, hidden, dropout,
+                              neighbour_scale=neighbour_scale, rngs=rngs)
     self.rating_head = IdTables(sum(num_users), sum(num_items), dim,
-                                embeddings=id_embeddings, init_scale=init_scale,
-                                neighbour_scale=neighbour_scale, rngs=rngs)
+                                embeddings=id_embeddings, init_scale=init_scale, rngs=rngs)
     self.id_dropout = nnx.Dropout(id_dropout, rngs=rngs)
     self.discriminator = heads_lib.DomainDiscriminator(
         2 * dim, tuple(discriminator_hidden), dropout=discriminator_dropout,
@@ -208,7 +221,7 @@ class HybridRatingModel(nnx.Module):
       p, q = jnp.zeros_like(p), jnp.zeros_like(q)
       b_hist, b_text = jnp.zeros_like(b_hist), jnp.zeros_like(b_text)
     ids = self.rating_head
-    pred = ids.mu[...] + ids.domain_offset[...][domain] + b_text + b_hist
+    pred = self.encoder.mu[...] + self.encoder.domain_offset[...][domain] + b_text + b_hist
     # One keep mask per (example, user) and per (example, item): bias and embedding drop together.
     ones = jnp.ones((domain.shape[0], 2), jnp.float32)
     keep = (self.id_dropout(ones, deterministic=deterministic) > 0).astype(jnp.float32)
@@ -221,18 +234,19 @@ class HybridRatingModel(nnx.Module):
       pred = pred + keep_u * ids.user_bias[...][user] + keep_i * ids.item_bias[...][item]
     # The user's offset from the history: residuals against mu + the history items' ID biases
     # (stop_gradient: the offset reads the biases, it does not train them).
-    expected = ids.mu[...] + ids.domain_offset[...][domain][:, None]
+    expected = self.encoder.mu[...] + self.encoder.domain_offset[...][domain][:, None]
     if self.id_biases:
       item_bias = jax.lax.stop_gradient(ids.item_bias[...])
       safe = jnp.maximum(hist, 0)
       expected = expected + item_bias[safe]
       if self.use_neighbours:  # and their text-neighbour prior, as the candidate's below
-        w = jax.nn.softmax(jax.lax.stop_gradient(ids.neighbour_scale[...])
+        w = jax.nn.softmax(jax.lax.stop_gradient(self.encoder.neighbour_scale[...])
                            * self.neighbour_sim[...][safe], axis=-1)
         prior = jnp.sum(w * item_bias[self.neighbour_index[...][safe]], -1)
         expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
     offset = user_offset(jnp.where(hist >= 0, batch["history_rating"], -1.0), expected)
-    pred = pred + ids.offset_weight[...] * offset
+    if self.text_features:  # the ID-only ablation is plain biased MF: no history evidence either
+      pred = pred + self.encoder.offset_weight[...] * offset
     p_full, q_full = p, q
     if ids.embeddings:
       p_full = p + keep_u[:, None] * ids.user_embedding[...][user]
@@ -243,7 +257,7 @@ class HybridRatingModel(nnx.Module):
       # IDs learn the residual); a source item only when its IDs are dropped, which is how the
       # sharpness is learnt without any target label.
       nb = self.neighbour_index[...][item]
-      w = jax.nn.softmax(ids.neighbour_scale[...] * self.neighbour_sim[...][item], axis=-1)
+      w = jax.nn.softmax(self.encoder.neighbour_scale[...] * self.neighbour_sim[...][item], axis=-1)
       use = jnp.where(domain > 0, 1.0, 1.0 - keep_i)
       if self.id_biases:
         pred = pred + use * jnp.sum(w * ids.item_bias[...][nb], -1)
