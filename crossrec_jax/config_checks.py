@@ -96,6 +96,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.encoder.lora.rank", _int(0)), ("model.encoder.lora.alpha", _num(0.0, lo_open=True)),
     ("model.rating_head.hidden", _ints(1)), ("model.rating_head.dropout", _DROPOUT),
     ("model.discriminator.hidden", _ints(1)), ("model.discriminator.dropout", _DROPOUT),
+    ("model.bi_encoder.id_dropout", _PROB),  # 1 = always text only at train time
+    ("model.bi_encoder.item_item_scale", _num(0.0, lo_open=True)),
     ("model.bi_encoder.*dropout", _DROPOUT), ("model.bi_encoder.temperature", _num(0.0, lo_open=True)),
     ("model.bi_encoder.rating_weight", _num(0.0)), ("model.bi_encoder.num_items", _int(0)),
     ("model.bi_encoder.history_len", _int(1)), ("model.bi_encoder.user_layers", _int(0)),

@@ -13,6 +13,12 @@ of history item vectors with rating embeddings) and the heads train on those vec
 softmax over the domain's whole catalogue, on user-level denoising batches (30% of a user's
 training items in, all of them as positives: `data/bi_pipeline.py`).
 
+Hybrid text + ID terms (`models/bi_ids.py`), all overrides of `model.bi_encoder.*`: the text-only
+row is `item_id_embedding=False` (no parameter indexed by an id); SVD++-like terms are
+`history_id_embedding`, `user_id_embedding` and `id_dropout` (train-time drop of each ID embedding);
+`item_item=True` adds an EASE-like linear item-item path over the target's items. The README's
+"Hybrid text + ID" rows give the commands and what each measured.
+
 Configs: the packaged `bi_<method>` (`crossrec_jax/configs/bi_*.py`, preset after the colon,
 like every config), one per method of `configs/methods.py` (target_only, source_only, finetune,
 dann, joint, joint_dann); the keys are `config_base.base_config(preset, kind="bi_encoder")`'s

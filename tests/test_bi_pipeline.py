@@ -132,7 +132,7 @@ def test_history_batch_takes_the_last_entries(domains):
 
 # Keys with one entry per batch row (sliced per process); the rest is shared by the batch.
 ROW_KEYS = ("hist_item", "hist_rating", "hist_mask", "pos_item", "pos_rating", "pos_mask",
-            "rating_mask", "valid", "user", "pos_logq")
+            "rating_mask", "valid", "user", "user_row", "pos_logq")
 
 
 @pytest.mark.parametrize("kw", [dict(mode="user", num_positives=6, keep=0.5),

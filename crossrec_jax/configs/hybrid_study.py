@@ -26,7 +26,7 @@ import ml_collections
 
 from crossrec_jax.configs import transfer_study
 
-SOURCE_USERS_CPU = 2000
+SOURCE_USERS_CPU = 1000
 
 
 def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:

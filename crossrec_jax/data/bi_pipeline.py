@@ -103,7 +103,9 @@ class DomainHistory:
   """Per-user visible entries in time order (domain item codes and ratings in [0, 1]).
 
   indptr [U + 1]; item [nnz] int32 item codes; rating [nnz] float32; catalogue_rows [I_d] int32
-  (each item code's catalogue row); item_count [I_d] count of each item among the entries.
+  (each item code's catalogue row); item_count [I_d] count of each item among the entries;
+  user_offset: the domain's first row in a user table shared by the domains (batches' 'user_row'
+  = user code + user_offset).
   """
   name: str
   indptr: np.ndarray
@@ -111,6 +113,7 @@ class DomainHistory:
   rating: np.ndarray
   catalogue_rows: np.ndarray
   item_count: np.ndarray
+  user_offset: int = 0
 
   @property
   def num_users(self) -> int:
@@ -124,7 +127,8 @@ class DomainHistory:
     return np.diff(self.indptr)
 
 
-def domain_history(domain: schema.Domain, rows: np.ndarray, catalogue: ItemCatalogue) -> DomainHistory:
+def domain_history(domain: schema.Domain, rows: np.ndarray, catalogue: ItemCatalogue, *,
+                   user_offset: int = 0) -> DomainHistory:
   """The visible `rows` of `domain` grouped by user, each user's in (time, item id, row) order."""
   inter = domain.interactions
   rows = np.asarray(rows, np.int64)
@@ -136,7 +140,7 @@ def domain_history(domain: schema.Domain, rows: np.ndarray, catalogue: ItemCatal
   item = inter.item[order].astype(np.int32)
   rating = domain.scale.normalise(inter.rating[order]).astype(np.float32)
   count = np.bincount(item, minlength=domain.num_items).astype(np.int64)
-  return DomainHistory(domain.name, indptr, item, rating, cat_rows, count)
+  return DomainHistory(domain.name, indptr, item, rating, cat_rows, count, int(user_offset))
 
 
 # ----------------------------------------------------------------------------- batches
@@ -180,7 +184,7 @@ def _empty(b: int, k: int, p: int) -> Batch:
           "hist_mask": np.zeros((b, k), np.float32), "pos_item": np.full((b, p), -1, np.int32),
           "pos_rating": np.zeros((b, p), np.float32), "pos_mask": np.zeros((b, p), np.float32),
           "rating_mask": np.zeros((b, p), np.float32), "valid": np.zeros((b,), np.float32),
-          "user": np.full((b,), -1, np.int32)}
+          "user": np.full((b,), -1, np.int32), "user_row": np.full((b,), -1, np.int32)}
 
 
 def _fill_history(out: Batch, j: int, items: np.ndarray, ratings: np.ndarray) -> None:
@@ -233,6 +237,7 @@ def _user_batch(hist: DomainHistory, cfg: BiBatchConfig, users: np.ndarray,
     out["rating_mask"][j, :len(target)] = 1.0
     out["valid"][j] = 1.0
     out["user"][j] = u
+    out["user_row"][j] = u + hist.user_offset
   return out
 
 
@@ -253,6 +258,7 @@ def _interaction_batch(hist: DomainHistory, cfg: BiBatchConfig, entries: np.ndar
     out["rating_mask"][j, 0] = 1.0
     out["valid"][j] = 1.0
     out["user"][j] = u
+    out["user_row"][j] = u + hist.user_offset
   return out
 
 
@@ -365,6 +371,7 @@ def history_batch(hist: DomainHistory, users: np.ndarray, history_len: int,
     _fill_history(out, j, items[-history_len:], ratings[-history_len:])
     out["valid"][j] = 1.0
     out["user"][j] = u
+    out["user_row"][j] = u + hist.user_offset
   out["item_rows"] = hist.catalogue_rows
   return out
 

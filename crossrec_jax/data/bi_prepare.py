@@ -10,6 +10,8 @@
     uninterrupted one. An unused side repeats the used side's batch (the step ignores it).
   * `batch_size`, `target_batch_size` (users per domain and step), `scales`, `report`.
   * `catalogue` (every domain's items, one row per text), `train` (per-domain histories),
+    `num_users` / `user_offset` (one user table over both domains: the source's users, then the
+    target's),
     `eval_sets` / `eval_hist` (the target's valid and test users, positives, exclusions and the
     histories they may see).
 
@@ -81,15 +83,20 @@ class BiPreparedData:
                                            min_rating=float(d.bi.min_rating), kcore=int(d.bi.kcore))
     src, tgt = self.protocol.source, self.protocol.target
     self.catalogue = bi_pipeline.build_catalogue([src.domain, tgt.domain], d.template)
-    self.train = {"source": bi_pipeline.domain_history(src.domain, src.split.train, self.catalogue),
-                  "target": bi_pipeline.domain_history(tgt.domain, tgt.split.train, self.catalogue)}
+    # One user table for both domains (user-id embeddings): the target's rows follow the source's.
+    self.user_offset = {"source": 0, "target": int(src.domain.interactions.num_users)}
+    self.num_users = self.user_offset["target"] + int(tgt.domain.interactions.num_users)
+    self.train = {side: bi_pipeline.domain_history(p.domain, p.split.train, self.catalogue,
+                                                   user_offset=self.user_offset[side])
+                  for side, p in (("source", src), ("target", tgt))}
     self.eval_sets, self.eval_hist = {}, {}
     for which in ("valid", "test"):
       ev = rp.eval_sets(tgt.domain, tgt.split, which, test_sees_valid=bool(d.bi.test_sees_valid))
       self.eval_sets[which] = ev
       visible = np.union1d(tgt.split.train, tgt.split.valid) if (
           which == "test" and d.bi.test_sees_valid) else tgt.split.train
-      self.eval_hist[which] = bi_pipeline.domain_history(tgt.domain, visible, self.catalogue)
+      self.eval_hist[which] = bi_pipeline.domain_history(
+          tgt.domain, visible, self.catalogue, user_offset=self.user_offset["target"])
     self.batch_cfg = bi_pipeline.BiBatchConfig(
         batch_size=int(d.bi.batch_size), history_len=int(config.model.bi_encoder.history_len),
         mode=d.bi.mode, num_positives=int(d.bi.num_positives), keep=float(d.bi.keep),

@@ -2,7 +2,8 @@
 
     L = w_s * (L_rank(src) + a * L_rate(src)) + w_t * (L_rank(tgt) + a * L_rate(tgt)) + w_d * L_align
 
-with L_rank the configured retrieval loss (`objectives/retrieval.py`), L_rate the rating head's
+with L_rank the configured retrieval loss (`objectives/retrieval.py`; over a whole item table, the
+item-item path's scores `item_logits` are added to the towers'), L_rate the rating head's
 masked MSE (or BCE for 'logit' heads) on the positives' ratings, a = `rating_weight`, and L_align
 DANN's domain BCE on the user and item vectors of both domains (through GRL_lam) or an MMD / CORAL
 penalty on them. The towers' vectors come from `BiEncoderRecommender.side` (models/bi_encoder.py,
@@ -59,12 +60,14 @@ def side_loss(model: Any, batch: Batch, o: Mapping[str, jax.Array], rank: RankLo
   if "table" in o and rank.loss == "softmax":
     l_rank = retrieval.table_softmax_loss(o["user"], o["table"], pos_items, pos_mask=pos_mask,
                                           temperature=rank.temperature,
-                                          exclusive=rank.exclusive_positives)
+                                          exclusive=rank.exclusive_positives,
+                                          extra_logits=o.get("item_logits"))
   else:
     logits = None
     if "table" in o:
       logits = retrieval.table_logits(o["user"], o["table"], pos_items,
-                                      temperature=rank.temperature)
+                                      temperature=rank.temperature,
+                                      extra_logits=o.get("item_logits"))
     l_rank = retrieval.retrieval_loss(rank.loss)(
         o["user"], o["pos"], pos_items, o.get("cand"), batch.get("cand_item"),
         pos_mask=pos_mask, pos_logq=batch.get("pos_logq"), cand_logq=batch.get("cand_logq"),

@@ -152,16 +152,23 @@ def bpr_loss(user: jax.Array, pos: jax.Array | None, pos_items: jax.Array,
   return losses_lib.masked_mean(pair_loss.reshape(-1), w.reshape(-1))
 
 
+def _table_scores(user, table, temperature, extra_logits):
+  logits = (jnp.asarray(user, jnp.float32) @ jnp.asarray(table, jnp.float32).T) / temperature
+  return logits if extra_logits is None else logits + jnp.asarray(extra_logits, jnp.float32)
+
+
 def table_logits(user: jax.Array, table: jax.Array, pos_items: jax.Array, *,
-                 temperature: float = 1.0) -> tuple[jax.Array, jax.Array]:
+                 temperature: float = 1.0,
+                 extra_logits: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """Logits when every item of `table` [I, D] is a candidate (an exact softmax).
 
   Returns (pos_logit [B, P], neg_logit [B, I]) for `sampled_softmax_loss` / `bpr_loss`'s
   `logits=` argument: one [B, I] product, the positives' logits gathered from it (cheaper than
   gathering their vectors: the backward pass scatters B x P scalars, not B x P x D), each row's own
-  positives masked out of its negatives. pos_items index `table` (-1 = padding).
+  positives masked out of its negatives. pos_items index `table` (-1 = padding). `extra_logits`
+  [B, I]: scores of another path (e.g. the item-item path), added after the temperature.
   """
-  logits = (jnp.asarray(user, jnp.float32) @ jnp.asarray(table, jnp.float32).T) / temperature
+  logits = _table_scores(user, table, temperature, extra_logits)
   pos_items = jnp.asarray(pos_items)
   pos_items = pos_items[:, None] if pos_items.ndim == 1 else pos_items
   n = table.shape[0]
@@ -172,21 +179,22 @@ def table_logits(user: jax.Array, table: jax.Array, pos_items: jax.Array, *,
 
 def table_softmax_loss(user: jax.Array, table: jax.Array, pos_items: jax.Array, *,
                        pos_mask: jax.Array | None = None, temperature: float = 1.0,
-                       exclusive: bool = True) -> jax.Array:
+                       exclusive: bool = True, extra_logits: jax.Array | None = None) -> jax.Array:
   """Exact softmax over a whole item table [I, D]; mean over valid positives.
 
   exclusive=True: each positive competes with the row's non-positives only (as
   `sampled_softmax_loss` with the table as candidates). exclusive=False: the multinomial
   likelihood of Mult-VAE / Mult-DAE (Liang et al. 2018): -log softmax over *all* items, so a
-  row's positives also compete with each other.
+  row's positives also compete with each other. `extra_logits` as in `table_logits`.
   """
   pos_items = jnp.asarray(pos_items)
   pos_items = pos_items[:, None] if pos_items.ndim == 1 else pos_items
   if exclusive:
     return sampled_softmax_loss(user, None, pos_items, pos_mask=pos_mask,
                                 logits=table_logits(user, table, pos_items,
-                                                    temperature=temperature))
-  logits = (jnp.asarray(user, jnp.float32) @ jnp.asarray(table, jnp.float32).T) / temperature
+                                                    temperature=temperature,
+                                                    extra_logits=extra_logits))
+  logits = _table_scores(user, table, temperature, extra_logits)
   pos_logit = jnp.take_along_axis(logits, jnp.clip(pos_items, 0, table.shape[0] - 1), axis=1)
   nll = jax.nn.logsumexp(logits, axis=-1, keepdims=True) - pos_logit
   mask = jnp.ones(pos_items.shape, jnp.float32) if pos_mask is None else _as_bp(pos_mask, pos_items.shape)

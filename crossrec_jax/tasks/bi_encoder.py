@@ -77,13 +77,15 @@ class BiEvaluator(base.Evaluator):
     self._task = task
     self._graphdef, self._rng_state = graphdef, rng_state
 
+    # Ranking vectors: the towers' (+ the item-item path's history / columns, when the model
+    # has one), so one dot product is the whole score.
     @jax.jit
     def items_fn(params, rest, rows):
-      return nnx.merge(graphdef, params, rng_state, rest).item_vectors(rows)
+      return nnx.merge(graphdef, params, rng_state, rest).ranking_items(rows)
 
     @jax.jit
     def users_fn(params, rest, batch, items):
-      return nnx.merge(graphdef, params, rng_state, rest).user_vectors(batch, item_table=items)
+      return nnx.merge(graphdef, params, rng_state, rest).ranking_users(batch, items)
 
     self._items_fn, self._users_fn = items_fn, users_fn
 
@@ -104,7 +106,7 @@ class BiEvaluator(base.Evaluator):
       users = ev.users[start:start + chunk]
       batch = bi_pipeline.history_batch(hist, users, k, batch_size=chunk)
       batch = {key: jnp.asarray(batch[key])
-               for key in ("hist_item", "hist_rating", "hist_mask", "item_rows")}
+               for key in ("hist_item", "hist_rating", "hist_mask", "item_rows", "user_row")}
       vecs.append(np.asarray(self._users_fn(params, rest, batch, items))[:len(users)])
     return full_ranking.full_ranking_eval(np.concatenate(vecs), np.asarray(items), ev.positives,
                                           ev.exclude, ks=tuple(cfg.data.bi.ks), chunk_size=chunk)
@@ -158,9 +160,12 @@ class BiEncoderTask(base.DataTask):
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     """The bi-encoder over this catalogue, with its item text table installed."""
     items = self.load_items()
+    # The item-item path covers the target's items (source rows reach it through shared texts).
     model = bi_model.build_bi_encoder(self.config.model, rngs=rngs,
                                       num_items=len(self.data.catalogue),
-                                      encoder=None if self.data.cached else items["encoder"])
+                                      encoder=None if self.data.cached else items["encoder"],
+                                      num_users=int(getattr(self.data, "num_users", 0)),
+                                      item_item_rows=self.data.train["target"].catalogue_rows)
     model.set_item_text(items["table"])
     return model
 
