@@ -106,6 +106,7 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.bi_encoder.item_hidden", _int(0)), ("model.bi_encoder.user_hidden", _int(0)),
     ("model.hybrid.*dropout", _DROPOUT), ("model.hybrid.dim", _int(1)),
     ("model.hybrid.hidden", _int(1)), ("model.hybrid.neighbours", _int(0)),
+    ("model.hybrid.text_dims", _int(0)),
     ("model.hybrid.neighbour_scale", _num(0.0)), ("model.hybrid.init_scale", _num(0.0)),
     ("model.hybrid.item_max_len", _int(1)), ("model.hybrid.item_batch_size", _int(1)),
     ("optimizer.max_grad_norm", _num(0.0)),

@@ -152,3 +152,20 @@ def test_neighbour_prior_lends_a_source_bias_to_a_target_item():
   model.rating_head.item_bias[...] = model.rating_head.item_bias[...].at[2].set(0.2)
   after = float(model(batch, deterministic=True)["rating"][0])
   assert after - before == pytest.approx(0.2, abs=1e-3)  # the exact-text source item's bias
+
+
+@pytest.mark.slow
+def test_tiny_hybrid_study_end_to_end(tmp_path):
+  """The study runs the hybrid task on the cross-encoder's cells and protocol, cold items too."""
+  import csv
+  from crossrec_jax.eval import study
+  config = study.load_experiment("hybrid_study", "tiny")
+  assert config.architecture == "hybrid"
+  md = study.run_study(config, tmp_path, log=lambda _: None)
+  with open(tmp_path / "results.csv", encoding="utf-8") as f:
+    rows = list(csv.DictReader(f))
+  lm = [r for r in rows if r["kind"] == "lm"]
+  assert {r["method"] for r in lm} == set(config.methods)
+  assert all(float(r["test/rmse"]) > 0 for r in lm)
+  assert any(r.get("test/cold_item/rmse") for r in rows)  # some test items have no label
+  assert "hybrid model dim" in md and "| test/cold_item/rmse (lower is better)" in md

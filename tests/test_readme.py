@@ -140,7 +140,7 @@ def program_args(argv: list[str]) -> list[str]:
 def test_console_scripts_are_run_functions_of_their_modules():
   """Read, not imported: main.py and demo.py each define absl flags (--workdir) at import."""
   scripts = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-  assert set(scripts) == {"crossrec-train", "crossrec-study", "crossrec-demo"}
+  assert set(scripts) == {"crossrec-train", "crossrec-study", "crossrec-demo", "crossrec-explain"}
   for target in scripts.values():
     module, _, func = target.partition(":")
     tree = ast.parse((REPO_ROOT / (module.replace(".", "/") + ".py")).read_text())

@@ -184,12 +184,16 @@ class BertEmbeddings(nnx.Module):
     self.dropout = nnx.Dropout(config.hidden_dropout_prob, rngs=rngs)
     self.model_type, self.pad_token_id = config.model_type, config.pad_token_id
 
-  def __call__(self, input_ids, token_type_ids, *, deterministic: bool) -> jax.Array:
+  def __call__(self, input_ids, token_type_ids, *, deterministic: bool,
+               inputs_embeds=None) -> jax.Array:
     positions = jnp.arange(input_ids.shape[1])[None, :]
     if self.model_type == "roberta":  # Counted over non-pad ids (not the mask), as HF does.
       real = (input_ids != self.pad_token_id).astype(jnp.int32)
       positions = jnp.cumsum(real, axis=1) * real + self.pad_token_id
-    x = (self.word_embeddings(input_ids) + self.position_embeddings(positions)
+    # `inputs_embeds` [B, L, H] replaces the word-embedding lookup (integrated gradients
+    # differentiate with respect to it, crossrec_jax/explain/); positions still come from ids.
+    words = self.word_embeddings(input_ids) if inputs_embeds is None else inputs_embeds
+    x = (words + self.position_embeddings(positions)
          + self.token_type_embeddings(token_type_ids))
     return self.dropout(self.layer_norm(x), deterministic=deterministic)
 
@@ -289,7 +293,8 @@ class BertModel(nnx.Module):
 
   def __call__(self, input_ids: jax.Array, attention_mask: jax.Array,
                token_type_ids: jax.Array | None = None, *,
-               deterministic: bool = True, domain: jax.Array | None = None) -> BertOutput:
+               deterministic: bool = True, domain: jax.Array | None = None,
+               inputs_embeds: jax.Array | None = None) -> BertOutput:
     """Encodes a batch.
 
     Args:
@@ -299,6 +304,8 @@ class BertModel(nnx.Module):
       deterministic: when False, dropout is applied using the rngs' 'dropout' stream.
       domain: int [B] domain of each row (0 source, 1 target); read only by per-domain LoRA
         adapters (`models/lora.py`), ignored otherwise.
+      inputs_embeds: float [B, L, H] word embeddings used instead of looking up `input_ids`
+        (which still give the positions); None: the lookup.
 
     Returns:
       BertOutput in the compute dtype. Hidden states at padded positions are computed but
@@ -319,7 +326,8 @@ class BertModel(nnx.Module):
     # rounds back to it (no -inf), so even an all-padding row softmaxes to uniform, not NaN.
     neg = jnp.finfo(self.config.dtype).min
     mask_bias = jnp.where(attention_mask[:, None, None, :] > 0, 0.0, neg).astype(jnp.float32)
-    x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic)
+    x = self.embeddings(input_ids, token_type_ids, deterministic=deterministic,
+                        inputs_embeds=inputs_embeds)
     x = self.encoder(x, mask_bias, deterministic=deterministic, domain=domain)
     pooled = jnp.tanh(self.pooler(x[:, 0]))
     return BertOutput(last_hidden_state=x, pooler_output=pooled)

@@ -92,10 +92,16 @@ def text_neighbours(vectors: np.ndarray, num_source: int, k: int,
   return index, sims
 
 
-def standardise(vectors: np.ndarray) -> np.ndarray:
-  """Per-dimension z-scores over the catalogue (a well-scaled input for the towers)."""
+def standardise(vectors: np.ndarray, dims: int = 0) -> np.ndarray:
+  """Per-dimension z-scores over the catalogue (a well-scaled input for the towers); `dims` > 0
+  keeps only the top principal components (each a z-score): the towers' input shrinks, and with
+  it the step's gather of every history item's vector."""
   vectors = np.asarray(vectors, np.float32)
-  return (vectors - vectors.mean(0)) / (vectors.std(0) + 1e-6)
+  if 0 < dims < vectors.shape[1]:
+    centred = vectors - vectors.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    vectors = centred @ vt[:dims].T
+  return ((vectors - vectors.mean(0)) / (vectors.std(0) + 1e-6)).astype(np.float32)
 
 
 def history_summary(text: jax.Array, history_item: jax.Array, history_rating: jax.Array,

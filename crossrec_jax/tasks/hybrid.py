@@ -71,7 +71,7 @@ class HybridTask(cross_encoder.CrossEncoderTask):
     h, m = self.config.model.hybrid, self.config.model
     pair = self.data.pair
     return hybrid_lib.HybridRatingModel(
-        hybrid_lib.standardise(self.raw_text_vectors()),
+        hybrid_lib.standardise(self.raw_text_vectors(), int(h.text_dims)),
         num_users=(pair.source.interactions.num_users, pair.target.interactions.num_users),
         num_items=(len(pair.source.items), len(pair.target.items)),
         dim=int(h.dim), hidden=int(h.hidden), dropout=float(h.dropout),
