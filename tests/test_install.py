@@ -20,7 +20,7 @@ import pytest
 
 from conftest import REPO_ROOT
 
-SCRIPTS = ("crossrec-train", "crossrec-study", "crossrec-demo")
+SCRIPTS = ("crossrec-train", "crossrec-study", "crossrec-demo", "crossrec-explain")
 
 
 def _run(argv, **kwargs):
@@ -89,7 +89,7 @@ def test_installed_demo_runs_from_outside_the_repository(installed, tmp_path):
   out = _run([str(bin_dir / "crossrec-demo"), "--preset=tiny", f"--workdir={workdir}"], cwd=cwd,
              env=_outside_env(), timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
-  assert "ML-1M -> ML-100K (tiny preset)" in out.stdout
+  assert "ML-1M -> ML-100K, hybrid text + ID model (tiny preset)" in out.stdout
   for table in ("| test/rmse (lower is better) | 100% labels | 0% labels |",
                 "| test/NDCG@10 (higher is better) |"):
     assert table in out.stdout
