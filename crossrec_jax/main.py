@@ -24,6 +24,8 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
+import traceback
+import warnings
 from typing import Any, NoReturn
 
 from absl import app
@@ -65,14 +67,25 @@ class _QuietLibraries:
   tracebacks of a failed background save (hundreds of lines; `CheckpointError` says it in one)."""
 
   def filter(self, record) -> bool:
-    if record.name == "asyncio" and "/orbax/" in record.getMessage():
+    if record.name == "asyncio" and _from_orbax(record):
       # With the state sharded over several devices, orbax's save writes several fragments at
       # once; when they all fail (disk full) only the first error is retrieved, and asyncio
-      # logs each of the others as "Task exception was never retrieved" with its traceback.
+      # logs each of the others as "Task (or _GatheringFuture) exception was never retrieved"
+      # with its traceback.
       return False
     if "/orbax/" not in record.pathname:
       return True
     return record.levelno >= logging.converter.STANDARD_WARNING and not record.exc_info
+
+
+def _from_orbax(record) -> bool:
+  """Whether a log record is about orbax: named in its message (a Task's coroutine, or the
+  checkpoint's `*.orbax-checkpoint-tmp` path in a tensorstore Future's error) or raised inside it
+  (a _GatheringFuture's message names only the exception; its traceback says where)."""
+  if "orbax" in record.getMessage():
+    return True
+  tb = record.exc_info[2] if record.exc_info else None
+  return tb is not None and any("/orbax/" in frame.filename for frame in traceback.extract_tb(tb))
 
 
 def _quiet_unraisable(report: Any) -> None:
@@ -132,6 +145,10 @@ def main(argv: list[str]) -> None:
   try:
     final = trainer.train_and_evaluate(config, _WORKDIR.value, partitioner=partitioner)
   except (checkpoint.CheckpointError, trainer.NonFiniteLossError) as e:
+    if isinstance(e, checkpoint.CheckpointError):
+      # The failed save's other fragment writes are abandoned; at exit Python would warn once
+      # per coroutine that never ran ("... was never awaited"). The error above says it all.
+      warnings.filterwarnings("ignore", r"coroutine '.*' was never awaited", RuntimeWarning)
     fatal(e, code=1)
   if distributed.is_main_process():
     summary = {k: v for k, v in final.items() if k not in ("data", "phases")}
