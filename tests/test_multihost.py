@@ -33,17 +33,17 @@ TIMEOUT_S = 240
 MESH_LINE = "mesh {{'data': 2, 'fsdp': 2, 'tensor': 2}} over 8 devices in {} processes"
 
 
-def _args(workdir: pathlib.Path) -> list[str]:
+def _args(workdir: pathlib.Path, config: str) -> list[str]:
   return [sys.executable, "-m", "crossrec_jax.main",
-          "--config=joint_dann:tiny", f"--workdir={workdir}",
+          f"--config={config}", f"--workdir={workdir}",
           "--config.mesh.data=2", "--config.mesh.fsdp=2", "--config.mesh.tensor=2",
           f"--config.phases[0].steps={STEPS}", "--config.train.log_every=1",
           "--config.train.checkpoint_every=2", "--config.train.keep_checkpoints=3",
           "--config.train.progress_bar=False", "--config.train.tensorboard=False"]
 
 
-def _start(num_processes: int, devices_per_process: int,
-           workdir: pathlib.Path) -> list[subprocess.Popen]:
+def _start(num_processes: int, devices_per_process: int, workdir: pathlib.Path,
+           config: str = "joint_dann:tiny") -> list[subprocess.Popen]:
   """Starts the processes of one run (a free coordinator port for more than one)."""
   import portpicker  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, JAX_PLATFORMS="cpu",
@@ -55,7 +55,7 @@ def _start(num_processes: int, devices_per_process: int,
     address = f"127.0.0.1:{portpicker.pick_unused_port()}"
     extra = [[f"--coordinator_address={address}", f"--num_processes={num_processes}",
               f"--process_id={i}"] for i in range(num_processes)]
-  return [subprocess.Popen(_args(workdir) + extra[i], env=env, cwd=REPO, stdout=subprocess.PIPE,
+  return [subprocess.Popen(_args(workdir, config) + extra[i], env=env, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
 
 
@@ -82,12 +82,12 @@ def _train_lines(workdir: pathlib.Path) -> list[dict]:
   return [l for l in lines if l["split"] == "train"]
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def _both_runs(tmp_path_factory, config: str) -> dict:
   """Both runs at once (three processes): the wall time of one, on a 2-core CPU."""
-  dirs = {"two": tmp_path_factory.mktemp("two_processes"),
-          "one": tmp_path_factory.mktemp("one_process")}
-  procs = {"two": _start(2, 4, dirs["two"]), "one": _start(1, 8, dirs["one"])}
+  name = config.split(":")[0]
+  dirs = {"two": tmp_path_factory.mktemp(f"{name}_two_processes"),
+          "one": tmp_path_factory.mktemp(f"{name}_one_process")}
+  procs = {"two": _start(2, 4, dirs["two"], config), "one": _start(1, 8, dirs["one"], config)}
   try:
     raw = {name: _wait(p) for name, p in procs.items()}
   finally:
@@ -96,6 +96,23 @@ def runs(tmp_path_factory):
         p.kill()
         p.wait()
   return {"dirs": dirs, "raw": raw}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  return _both_runs(tmp_path_factory, "joint_dann:tiny")
+
+
+@pytest.mark.slow
+def test_two_process_bi_encoder_trains_as_one(tmp_path_factory):
+  """The bi-encoder's batches carry keys that are not per row (the catalogue rows every process
+  holds whole): replicated, not concatenated over processes (once, the softmax saw every item
+  twice and the loss was log 2 higher)."""
+  bi = _both_runs(tmp_path_factory, "bi_joint:tiny")
+  two, one = _train_lines(bi["dirs"]["two"]), _train_lines(bi["dirs"]["one"])
+  assert len(two) == len(one) >= STEPS
+  for a, b in zip(two, one):
+    assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
 
 
 @pytest.mark.slow

@@ -58,6 +58,7 @@ def test_rules_split_the_towers():
 SCRIPT = textwrap.dedent("""
   import jax, numpy as np, optax, sys
   from flax import nnx
+  from jax.sharding import PartitionSpec as P
   sys.path.insert(0, "tests")
   from test_bi_pipeline import make_domain
   from crossrec_jax.data import bi_pipeline as bp, pipeline
@@ -88,10 +89,9 @@ SCRIPT = textwrap.dedent("""
       state, shardings = sharding.create_sharded_state(init, mesh, sharding.DEFAULT_RULES,
                                                        parts.params, parts.rest)
       kw = dict(state_sharding=shardings)
-      rep = sharding.replicated(mesh)
-      # Rows split over (data, fsdp); per-batch constants (the domain's item rows) replicated.
-      put = lambda b: {k: pipeline.shard_batch(v, mesh) if v.shape[:1] == (4,)
-                       else jax.device_put(v, rep) for k, v in b.items()}
+      # Rows split over (data, fsdp); the shared keys (the domain's item rows) replicated: the
+      # trainer's put (`partitioner.put_batch(shared=task.shared_batch_keys)`).
+      put = lambda b: pipeline.shard_batch(b, mesh, shared=bp.SHARED_KEYS)
     else:
       state = init(parts.params, parts.rest)
     align = losses.make_alignment("none")
@@ -137,6 +137,9 @@ SCRIPT = textwrap.dedent("""
   assert set(one) >= {"NDCG@5", "Recall@5"} and sorted(one) == sorted(sharded)
   for k in one:
     np.testing.assert_allclose(sharded[k], one[k], rtol=1e-5, err_msg=k)
+  put_b = pipeline.shard_batch(batches[0], mesh, shared=bp.SHARED_KEYS)
+  assert put_b["item_rows"].sharding.is_fully_replicated
+  assert put_b["hist_item"].sharding.spec == P(("data", "fsdp"))
   print("OK", spec, table_spec, ref_losses[-1] < ref_losses[0])
 """)
 

@@ -57,11 +57,16 @@ from crossrec_jax.data import text as text_lib
 
 __all__ = ["ItemCatalogue", "build_catalogue", "DomainHistory", "domain_history", "BiBatchConfig",
            "train_batches", "BiBatchIterator", "history_batch", "to_catalogue_rows",
-           "with_item_tokens", "NEGATIVES", "MODES"]
+           "with_item_tokens", "NEGATIVES", "MODES", "SHARED_KEYS"]
 
 Batch = dict[str, np.ndarray]
 NEGATIVES = ("catalogue", "uniform", "popularity", "none")
 MODES = ("user", "interaction")
+# The batch keys that are not per row: the domain's catalogue rows and the batch's shared drawn
+# negatives (and their tokens). Every process builds them whole; a mesh replicates them
+# (`pipeline.shard_batch(shared=...)`) where it splits the per-row keys over its data axes.
+SHARED_KEYS = frozenset({"item_rows", "cand_table", "cand_item", "cand_logq", "cand_input_ids",
+                         "cand_attention_mask"})
 
 
 # ----------------------------------------------------------------------------- catalogue

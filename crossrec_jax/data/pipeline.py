@@ -38,7 +38,7 @@ import dataclasses
 import functools
 import sys
 import threading
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
 
 import grain
 from absl import flags
@@ -504,11 +504,14 @@ def paired_batches(source: Any, target: Any, cfg: BatchConfig,
 
 
 # ---------------------------------------------------------------------------- devices
-def shard_batch(batch: Any, mesh: Mesh, data_axes: Sequence[str] = ("data", "fsdp")) -> Any:
+def shard_batch(batch: Any, mesh: Mesh, data_axes: Sequence[str] = ("data", "fsdp"),
+                shared: Collection[str] = ()) -> Any:
   """This process's rows of a global batch (a dict, or a tuple of dicts) -> global jax.Arrays.
 
   The leading (batch) dimension is split over the mesh axes in `data_axes` that the mesh has; the
-  other dimensions are replicated.
+  other dimensions are replicated. Arrays under a key in `shared` are not per row (a bi-encoder
+  batch's catalogue rows and drawn negatives, `bi_pipeline.SHARED_KEYS`): every process holds
+  them whole, and they are replicated on every device.
   """
   axes = tuple(a for a in data_axes if a in mesh.axis_names)
   if not axes:
@@ -524,7 +527,18 @@ def shard_batch(batch: Any, mesh: Mesh, data_axes: Sequence[str] = ("data", "fsd
                        f"of mesh axes {axes}: make batch_size a multiple of {ways}")
     return jax.make_array_from_process_local_data(sharding, x)
 
-  return jax.tree.map(put, batch)
+  def put_whole(x):
+    return jax.make_array_from_process_local_data(whole, np.asarray(x))
+
+  whole = NamedSharding(mesh, P())
+  return jax.tree_util.tree_map_with_path(
+      lambda path, x: (put_whole if _key_name(path) in shared else put)(x), batch)
+
+
+def _key_name(path: tuple[Any, ...]) -> str | None:
+  """The innermost dict key on a pytree path (None for none: a bare array)."""
+  keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
+  return keys[-1] if keys else None
 
 
 class DevicePrefetch:

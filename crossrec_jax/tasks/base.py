@@ -28,7 +28,8 @@ from flax import nnx
 from crossrec_jax.data import schema
 from crossrec_jax.objectives import losses
 
-__all__ = ["Batch", "Objective", "ResumableBatches", "Evaluator", "Task", "DataTask"]
+__all__ = ["Batch", "Objective", "ResumableBatches", "Evaluator", "Task", "DataTask",
+           "shared_batch_keys"]
 
 Batch = Mapping[str, Any]
 # (model, batches, lam, weights, *, deterministic) -> (loss, aux metrics); `batches` holds the
@@ -68,6 +69,9 @@ class Task(Protocol):
   batch_size: int                           # source examples per step
   target_batch_size: int                    # target examples per step
   report: dict[str, Any]                    # what was loaded (final_metrics.json 'data')
+  # Batch keys that are not per example (every process holds them whole; replicated on the
+  # mesh, never split over its data axes). Optional: `shared_batch_keys(task)` reads it.
+  shared_batch_keys: frozenset[str] = frozenset()
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     """The model from `config.model` (with whatever the data decides: a catalogue's size)."""
@@ -92,6 +96,11 @@ class Task(Protocol):
     """`(src, tgt) -> model FLOPs of one step` for the logged TFLOP/s and MFU; None: not counted."""
     del model, alignment, use_source, use_target
     return None
+
+
+def shared_batch_keys(task: Any) -> frozenset[str]:
+  """`task.shared_batch_keys`, or none for a task that does not declare them."""
+  return frozenset(getattr(task, "shared_batch_keys", ()))
 
 
 class DataTask(Task):

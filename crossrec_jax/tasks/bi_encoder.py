@@ -130,6 +130,8 @@ class BiEvaluator(base.Evaluator):
 class BiEncoderTask(base.DataTask):
   """The bi-encoder over `bi_prepare.BiPreparedData` (module docstring)."""
 
+  shared_batch_keys = bi_pipeline.SHARED_KEYS
+
   def __init__(self, config: ml_collections.ConfigDict, data: Any = None):
     self.config = config
     self.data = data if data is not None else bi_prepare.BiPreparedData(config)

@@ -38,7 +38,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -270,10 +270,11 @@ class MeshPartitioner:
   def batch_sharding(self) -> NamedSharding:
     return batch_sharding(self.mesh, self.data_axes)
 
-  def put_batch(self, batch: Any) -> Any:
-    """This process's rows of a global batch -> global arrays (`pipeline.shard_batch`)."""
+  def put_batch(self, batch: Any, shared: Collection[str] = ()) -> Any:
+    """This process's rows of a global batch -> global arrays (`pipeline.shard_batch`); arrays
+    under a key in `shared` are whole on every process and replicated."""
     from crossrec_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-    return pipeline.shard_batch(batch, self.mesh, self.data_axes)
+    return pipeline.shard_batch(batch, self.mesh, self.data_axes, shared=shared)
 
 
 # ---------------------------------------------------------------------------- logs

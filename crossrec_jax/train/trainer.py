@@ -34,6 +34,7 @@ holds a state that followed a NaN: the newest checkpoint is the last good one.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import pathlib
@@ -48,6 +49,7 @@ from flax import nnx
 from crossrec_jax import tasks as tasks_lib
 from crossrec_jax.data import fingerprint as fingerprint_lib
 from crossrec_jax.data import pipeline
+from crossrec_jax.tasks import base as base_task
 from crossrec_jax.train import checkpoint as checkpoint_lib
 from crossrec_jax.train import distributed
 from crossrec_jax.train import flops as flops_lib
@@ -184,8 +186,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   labels = optim.label_params(params, {g: g for g in optimizer_groups(config)})
   # Explicit transfers (the train step runs under a transfer guard): onto the mesh, or onto
   # the default device without a partitioner.
-  put = partitioner.put_batch if partitioner is not None else jax.device_put
-  batch_sharding = partitioner.batch_sharding() if partitioner is not None else None
+  shared = base_task.shared_batch_keys(task)
+  put = (functools.partial(partitioner.put_batch, shared=shared) if partitioner is not None
+         else jax.device_put)
+  # The step's batch in_shardings: one row sharding for every array, or, with shared
+  # (replicated) keys, those that `put` gave each array (None: jit takes the arguments').
+  batch_sharding = (partitioner.batch_sharding() if partitioner is not None and not shared
+                    else None)
   mesh = getattr(partitioner, "mesh", None)
   peak, _ = flops_lib.peak_flops()
   evaluator = task.make_evaluator(graphdef, rng_state, rest, put=put,
