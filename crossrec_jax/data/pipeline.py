@@ -38,13 +38,17 @@ import dataclasses
 import functools
 import sys
 import threading
-from typing import Any, Callable, Collection, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import grain
 from absl import flags
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# Batch plans and device placement live in their own modules, re-exported here (public API).
+from crossrec_jax.data.batch_plan import (BatchPlan, bucket_of, choose_buckets, eval_plan,  # noqa: F401
+                                          train_plan)
+from crossrec_jax.data.device_batches import DevicePrefetch, shard_batch  # noqa: F401
 
 Batch = dict[str, np.ndarray]
 RECORD_FIELDS = ("input_ids", "label", "label_mask", "rating", "domain", "user", "item")
@@ -128,81 +132,6 @@ def _read(source: Any, indices: np.ndarray) -> list[Mapping[str, Any]]:
   if hasattr(source, "__getitems__"):
     return list(source.__getitems__([int(i) for i in indices]))
   return [source[int(i)] for i in indices]
-
-
-# ---------------------------------------------------------------------------- batch plans
-@dataclasses.dataclass(frozen=True)
-class BatchPlan:
-  """indices [num_batches, B] into the source (-1 = padding row); seq_len [num_batches]."""
-
-  indices: np.ndarray
-  seq_len: np.ndarray
-
-
-def bucket_of(lengths: np.ndarray, buckets: Sequence[int]) -> np.ndarray:
-  """Smallest bucket >= each length; an example longer than every bucket is an error."""
-  edges = np.asarray(sorted(buckets), np.int32)
-  lengths = np.asarray(lengths)
-  too_long = np.flatnonzero(lengths > edges[-1])
-  if too_long.size:
-    i = int(too_long[0])
-    raise ValueError(f"{too_long.size} example(s) longer than the largest bucket {edges[-1]} "
-                     f"(first: index {i}, {int(lengths[i])} tokens): raise the buckets or "
-                     "tokenise with max_len <= the largest bucket")
-  return edges[np.searchsorted(edges, lengths)]
-
-
-def choose_buckets(lengths: np.ndarray, num_buckets: int, multiple: int = 8) -> tuple[int, ...]:
-  """The `num_buckets` lengths (multiples of `multiple`) that minimise total padded tokens when
-  each example is padded to its own bucket (the bound that length-sorted batches approach)."""
-  lengths = np.asarray(lengths)
-  cands = np.arange(multiple, -(-int(lengths.max()) // multiple) * multiple + 1, multiple)
-  cum = np.concatenate([[0], np.cumsum(np.bincount(np.searchsorted(cands, lengths),
-                                                   minlength=len(cands)))])
-  c, k = len(cands), min(num_buckets, len(cands))
-  # cost[b, j]: least padded tokens of the examples up to cands[j], b buckets, the top one cands[j].
-  cost = np.full((k + 1, c), np.inf)
-  prev = np.zeros((k + 1, c), np.int64)
-  cost[1] = cum[1:] * cands
-  for b in range(2, k + 1):
-    for j in range(1, c):
-      options = cost[b - 1, :j] + (cum[j + 1] - cum[1:j + 1]) * cands[j]
-      prev[b, j] = int(np.argmin(options))
-      cost[b, j] = options[prev[b, j]]
-  b = int(np.argmin(cost[1:, c - 1])) + 1
-  chosen = [c - 1]
-  while b > 1:
-    chosen.append(int(prev[b, chosen[-1]]))
-    b -= 1
-  return tuple(int(cands[j]) for j in reversed(chosen))
-
-
-def train_plan(lengths: np.ndarray, batch_size: int, buckets: Sequence[int], *, seed: int,
-               epoch: int, window: int = 16, stream: int = 0) -> BatchPlan:
-  """One epoch's batches: shuffle, drop the remainder, sort windows by length, shuffle batches."""
-  n = len(lengths)
-  if n < batch_size:
-    raise ValueError(f"{n} examples < batch_size {batch_size}: no full training batch")
-  rng = np.random.default_rng([seed, stream, epoch])
-  order = rng.permutation(n)[: (n // batch_size) * batch_size]
-  span = max(1, window) * batch_size
-  for start in range(0, len(order), span):
-    chunk = order[start:start + span]
-    order[start:start + span] = chunk[np.argsort(lengths[chunk], kind="stable")]
-  indices = order.reshape(-1, batch_size)[rng.permutation(n // batch_size)]
-  return BatchPlan(indices, bucket_of(lengths[indices].max(axis=1), buckets))
-
-
-def eval_plan(lengths: np.ndarray, batch_size: int, buckets: Sequence[int]) -> BatchPlan:
-  """Every example once, sorted by length; the last batch padded to B with -1."""
-  n = len(lengths)
-  order = np.argsort(lengths, kind="stable")
-  num_batches = -(-n // batch_size)
-  indices = np.full(num_batches * batch_size, -1, np.int64)
-  indices[:n] = order
-  indices = indices.reshape(num_batches, batch_size)
-  longest = np.where(indices >= 0, lengths[np.maximum(indices, 0)], 0).max(axis=1)
-  return BatchPlan(indices, bucket_of(longest, buckets))
 
 
 def token_types(segments: np.ndarray) -> np.ndarray:
@@ -501,80 +430,6 @@ def paired_batches(source: Any, target: Any, cfg: BatchConfig,
   length = sys.maxsize if num_steps is None else num_steps
   return BatchIterator({"source": src, "target": tgt},
                        _Pairing(src, tgt, cfg.pair_window, cfg.seed), length, cfg)
-
-
-# ---------------------------------------------------------------------------- devices
-def shard_batch(batch: Any, mesh: Mesh, data_axes: Sequence[str] = ("data", "fsdp"),
-                shared: Collection[str] = ()) -> Any:
-  """This process's rows of a global batch (a dict, or a tuple of dicts) -> global jax.Arrays.
-
-  The leading (batch) dimension is split over the mesh axes in `data_axes` that the mesh has; the
-  other dimensions are replicated. Arrays under a key in `shared` are not per row (a bi-encoder
-  batch's catalogue rows and drawn negatives, `bi_pipeline.SHARED_KEYS`): every process holds
-  them whole, and they are replicated on every device.
-  """
-  axes = tuple(a for a in data_axes if a in mesh.axis_names)
-  if not axes:
-    raise ValueError(f"none of data_axes {tuple(data_axes)} is a mesh axis {mesh.axis_names}")
-  ways = int(np.prod([mesh.shape[a] for a in axes]))
-  sharding = NamedSharding(mesh, P(axes))
-
-  def put(x):
-    x = np.asarray(x)
-    global_rows = x.shape[0] * jax.process_count()
-    if global_rows % ways:
-      raise ValueError(f"global batch of {global_rows} rows does not split over {ways} devices "
-                       f"of mesh axes {axes}: make batch_size a multiple of {ways}")
-    return jax.make_array_from_process_local_data(sharding, x)
-
-  def put_whole(x):
-    return jax.make_array_from_process_local_data(whole, np.asarray(x))
-
-  whole = NamedSharding(mesh, P())
-  return jax.tree_util.tree_map_with_path(
-      lambda path, x: (put_whole if _key_name(path) in shared else put)(x), batch)
-
-
-def _key_name(path: tuple[Any, ...]) -> str | None:
-  """The innermost dict key on a pytree path (None for none: a bare array)."""
-  keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]
-  return keys[-1] if keys else None
-
-
-class DevicePrefetch:
-  """Keeps `size` batches already put on device (transfers overlap the running step).
-
-  `get_state()` is the wrapped iterator's state after the last batch *returned* (not the ones
-  prefetched), so a checkpoint taken between steps resumes exactly.
-  """
-
-  def __init__(self, iterator: BatchIterator, put: Callable[[Any], Any], size: int = 2):
-    self._it, self._put, self._size = iterator, put, max(1, size)
-    self._queue: collections.deque = collections.deque()
-    self._state = iterator.get_state()
-
-  def __iter__(self) -> "DevicePrefetch":
-    return self
-
-  def __next__(self) -> Any:
-    while len(self._queue) < self._size:
-      try:
-        batch = next(self._it)
-      except StopIteration:
-        break
-      self._queue.append((self._put(batch), self._it.get_state()))
-    if not self._queue:
-      raise StopIteration
-    batch, self._state = self._queue.popleft()
-    return batch
-
-  def get_state(self) -> dict[str, int]:
-    return dict(self._state)
-
-  def set_state(self, state: Mapping[str, int]) -> None:
-    self._queue.clear()
-    self._it.set_state(state)
-    self._state = self._it.get_state()
 
 
 def padding_efficiency(batches: Iterator[Batch]) -> tuple[float, int]:
