@@ -169,3 +169,61 @@ def test_tiny_hybrid_study_end_to_end(tmp_path):
   assert all(float(r["test/rmse"]) > 0 for r in lm)
   assert any(r.get("test/cold_item/rmse") for r in rows)  # some test items have no label
   assert "hybrid model dim" in md and "| test/cold_item/rmse (lower is better)" in md
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["joint", "target_only"])
+def test_initial_biases_are_the_bias_models_fit_on_the_labels_the_method_uses(method):
+  from crossrec_jax import tasks
+  from crossrec_jax.objectives import bias_ridge
+  config = configs.load(f"hybrid_{method}:tiny")
+  config.model.hybrid.init_biases = True
+  task = tasks.make_task(config)
+  init = task.initial_biases(task.neighbours())
+  pair = task.data.pair
+  n_src, n_tgt = len(pair.source.items), len(pair.target.items)
+  tgt = task._labelled("target_train")  # pylint: disable=protected-access
+  if method == "target_only":  # the source's labels are not this method's: no source bias
+    mu, _, b_t = bias_ridge.fit_biases(*tgt, pair.target.interactions.num_users, n_tgt)
+    assert init["mu"] == pytest.approx(mu) and not init["item_bias"][:n_src].any()
+    np.testing.assert_allclose(init["item_bias"][n_src:], b_t, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(init["domain_offset"], [0.0, 0.0])
+  else:
+    src = task._labelled("source_train")  # pylint: disable=protected-access
+    mu_s, _, b_s = bias_ridge.fit_biases(*src, pair.source.interactions.num_users, n_src)
+    np.testing.assert_allclose(init["item_bias"][:n_src], b_s, rtol=1e-6, atol=1e-9)
+    assert init["mu"] == pytest.approx(mu_s)
+    assert init["domain_offset"][1] == pytest.approx(float(tgt[2].mean()) - mu_s)
+    # A target item with no training label is left at its text-neighbour prior (residual 0).
+    unlabelled = np.setdiff1d(np.arange(n_tgt), tgt[1])
+    assert unlabelled.size
+    np.testing.assert_allclose(init["item_bias"][n_src + unlabelled], 0.0, atol=1e-12)
+  model = task.build_model(nnx.Rngs(0))
+  np.testing.assert_allclose(np.asarray(model.rating_head.item_bias[...]), init["item_bias"],
+                             rtol=1e-5, atol=1e-7)
+  assert float(model.encoder.mu[...]) == pytest.approx(init["mu"], rel=1e-6)
+  with pytest.raises(ValueError, match="item_bias of shape"):
+    model.set_biases(item_bias=np.zeros(3))
+
+
+@pytest.mark.slow
+def test_the_study_scores_the_parameters_selected_on_valid(tmp_path):
+  """With `train.select` the study's scoring restores the best target-valid evaluation
+  (checkpoints_best/), not the last step; without it, the last step."""
+  import jax
+  from crossrec_jax.study import finished
+  from crossrec_jax.train import trainer
+  config = configs.load("hybrid_target_only:tiny")
+  config.train.update(dict(tensorboard=False, eval_every=2, select="rmse", final_eval=()))
+  trainer.train_and_evaluate(config, str(tmp_path))
+  final = json.loads((tmp_path / "final_metrics.json").read_text())
+  _, selected = finished.restore_selected(config, tmp_path)
+  _, last = finished.restore_final(config, tmp_path)
+  leaves = lambda t: [np.asarray(x) for x in jax.tree.leaves(t)]
+  same = all(np.array_equal(a, b) for a, b in zip(leaves(selected), leaves(last)))
+  # The selection was not the last evaluation exactly when the parameters differ.
+  at_end = final["selected_at"]["global_step"] == final["global_step"]
+  assert same == at_end, final["selected_at"]
+  config.train.select = ""
+  _, unselected = finished.restore_selected(config, tmp_path)
+  assert all(np.array_equal(a, b) for a, b in zip(leaves(unselected), leaves(last)))

@@ -17,6 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from crossrec_jax.objectives import bias_ridge
+
 
 def _index(x, name: str) -> np.ndarray:
   x = np.asarray(x)
@@ -106,16 +108,11 @@ class BiasModel(_Rater):
     prior = np.zeros(n_items) if item_prior is None else np.asarray(item_prior, dtype=np.float64)
     if prior.shape != (n_items,) or not np.isfinite(prior).all():
       raise ValueError(f"item_prior must be {n_items} finite values, got shape {prior.shape}")
-    self.mu = float(r.mean())
     self.n_u = np.bincount(u, minlength=n_users)
     self.n_i = np.bincount(i, minlength=n_items)
-    self.b_u, self.b_i = np.zeros(n_users), prior.copy()
-    resid = r - self.mu
-    for _ in range(self.n_epochs):
-      dev_i = np.bincount(i, weights=resid - self.b_u[u], minlength=n_items)
-      self.b_i = (dev_i + self.reg_i * prior) / (self.reg_i + self.n_i)
-      dev_u = np.bincount(u, weights=resid - self.b_i[i], minlength=n_users)
-      self.b_u = dev_u / (self.reg_u + self.n_u)
+    self.mu, self.b_u, self.b_i = bias_ridge.fit_biases(
+        u, i, r, n_users, n_items, prior=prior, reg_i=self.reg_i, reg_u=self.reg_u,
+        epochs=self.n_epochs)
     return self
 
   def _predict(self, u, i):

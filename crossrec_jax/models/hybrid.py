@@ -210,6 +210,20 @@ class HybridRatingModel(nnx.Module):
         2 * dim, tuple(discriminator_hidden), dropout=discriminator_dropout,
         reverse=reverse_gradient, rngs=rngs)
 
+  def set_biases(self, mu: float | None = None, domain_offset: np.ndarray | None = None,
+                 item_bias: np.ndarray | None = None) -> None:
+    """Starts the shared mean, the domain offsets and the item ID biases at given values (the
+    bias model's closed-form fit: `tasks/hybrid.HybridTask.initial_biases`); None keeps one."""
+    if mu is not None:
+      self.encoder.mu[...] = jnp.asarray(mu, jnp.float32)
+    if domain_offset is not None:
+      self.encoder.domain_offset[...] = jnp.asarray(domain_offset, jnp.float32)
+    if item_bias is not None:
+      if np.shape(item_bias) != self.rating_head.item_bias[...].shape:
+        raise ValueError(f"item_bias of shape {np.shape(item_bias)} for "
+                         f"{self.rating_head.item_bias[...].shape} items")
+      self.rating_head.item_bias[...] = jnp.asarray(item_bias, jnp.float32)
+
   def _global(self, ids: jax.Array, domain: jax.Array, offsets: tuple[int, int]) -> jax.Array:
     return jnp.where(domain > 0, ids + offsets[1], ids + offsets[0])
 

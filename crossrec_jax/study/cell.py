@@ -112,8 +112,9 @@ class Cell:
     return self.plan.summary()
 
   def score(self, config: ml_collections.ConfigDict, run_dir: pathlib.Path) -> dict[str, float]:
-    """The study's protocol on a finished run (its last checkpoint, restored)."""
-    eval_step, params = finished.restore_final(config, run_dir, data=self.prepared)
+    """The study's protocol on a finished run: the parameters it selected on target valid
+    (`train.select`), else its last checkpoint."""
+    eval_step, params = finished.restore_selected(config, run_dir, data=self.prepared)
     return self.evaluator(evaluate.score_fn_from_eval_step(eval_step, params))
 
   def fit_baseline(self, name: str, out_dir: pathlib.Path) -> dict[str, float]:

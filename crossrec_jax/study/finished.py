@@ -5,8 +5,9 @@ Two ways, one per kind of scoring:
     metrics of the selected parameters). Task-agnostic: any architecture whose task evaluates
     'target_test' at the end of its run is scored this way (the bi-encoder).
   * `restore_final(config, run_dir)`: the parameters at the end of the last phase, restored into
-    the cross-encoder's eval step, for the study's own protocol (`study/cell.Cell.score`) and its
-    feature panels.
+    the cross-encoder's eval step, for the study's feature panels; `restore_selected`: the best
+    target-valid evaluation's parameters when the run selects (`train.select`), else the final
+    ones, for the study's own protocol (`study/cell.Cell.score`).
 """
 
 from __future__ import annotations
@@ -59,6 +60,24 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data
   state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
   eval_step = ce_task.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
   return eval_step, state.params
+
+
+def restore_selected(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data=None):
+  """(eval_step, params) of the parameters the run selected: its best target-valid evaluation
+  (`checkpoints_best/`) when it ran with `train.select`, else its last checkpoint
+  (`restore_final`). What the study scores: selection on valid, never on test."""
+  run_dir = pathlib.Path(run_dir)
+  if not str(config.train.get("select", "")) or not (run_dir / "checkpoints_best").exists():
+    return restore_final(config, run_dir, data)
+  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
+  model = _build_model(config, data)
+  rating_output = model.rating_output
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  params, rest = warm_start.restore_best(run_dir, params, rest)
+  eval_step = ce_task.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output)
+  return eval_step, params
 
 
 def initial_model(config: ml_collections.ConfigDict, data=None):

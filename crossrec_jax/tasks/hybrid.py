@@ -20,10 +20,11 @@ from crossrec_jax.data import sources
 from crossrec_jax.data import text as text_lib
 from crossrec_jax.models import hybrid as hybrid_lib
 from crossrec_jax.models import recommender as recommender_lib
+from crossrec_jax.objectives import bias_ridge
 from crossrec_jax.tasks import cross_encoder
 from crossrec_jax.tasks import item_cache as item_cache_lib
 
-__all__ = ["HybridTask", "item_text_vectors"]
+__all__ = ["HybridTask", "item_text_vectors", "labels_used"]
 
 
 def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarray:
@@ -42,6 +43,15 @@ def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarra
                                    max_len=int(m.hybrid.item_max_len), pooling=m.pooling,
                                    batch_size=int(m.hybrid.item_batch_size))
   return np.asarray(vectors, np.float32)
+
+
+def labels_used(config: ml_collections.ConfigDict) -> tuple[bool, bool]:
+  """(source, target): whether any phase trains on that domain's ratings (a weight that is not a
+  constant 0). Alignment alone reads a domain's inputs, not its labels."""
+  def used(side: str) -> bool:
+    return any(not (isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0)
+               for w in (p.weights[side] for p in config.phases))
+  return used("source"), used("target")
 
 
 class HybridTask(cross_encoder.CrossEncoderTask):
@@ -67,7 +77,55 @@ class HybridTask(cross_encoder.CrossEncoderTask):
       return None
     return hybrid_lib.text_neighbours(self.raw_text_vectors(), len(self.data.pair.source.items), k)
 
+  def _labelled(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, label on [0, 1]) of the labelled rows of a training set."""
+    examples = self.data.sources[name]
+    if not hasattr(examples, "columns"):
+      raise ValueError("model.hybrid.init_biases reads the training rows in memory: set "
+                       "data.use_tfds=False")
+    keep = np.asarray(examples["label_mask"]) > 0
+    return (np.asarray(examples["user"])[keep], np.asarray(examples["item"])[keep],
+            np.asarray(examples["label"])[keep])
+
+  def initial_biases(self, neighbours: tuple[np.ndarray, np.ndarray] | None
+                     ) -> dict[str, np.ndarray]:
+    """The bias model's closed-form solution on the labels the run's phases train on, in the
+    model's terms (`HybridRatingModel.set_biases`): mu and the domain offsets, the source
+    items' biases, and the target items' biases as residuals over their text-neighbour prior
+    (the prior the model adds: source biases softmax(s * cos)-weighted), shrunk towards it.
+    User biases stay 0: the model reads each user's offset from the example's history. A
+    domain whose labels no phase trains on (target_only's source) contributes nothing."""
+    h, pair = self.config.model.hybrid, self.data.pair
+    num_items = (len(pair.source.items), len(pair.target.items))
+    num_users = (pair.source.interactions.num_users, pair.target.interactions.num_users)
+    use = labels_used(self.config)
+    rows = [self._labelled(n) if u else None for n, u in zip(("source_train", "target_train"), use)]
+    rows = [r if r is not None and len(r[2]) else None for r in rows]
+    item_bias = [np.zeros(n) for n in num_items]
+    mu = {}
+    if rows[0] is not None:
+      mu[0], _, item_bias[0] = bias_ridge.fit_biases(*rows[0], num_users[0], num_items[0])
+    prior = np.zeros(num_items[1])
+    if neighbours is not None and rows[0] is not None:
+      index, sims = neighbours[0][num_items[0]:], neighbours[1][num_items[0]:]
+      w = np.exp(float(h.neighbour_scale) * (sims - sims.max(1, keepdims=True)))
+      prior = np.sum(w / w.sum(1, keepdims=True) * item_bias[0][index], 1)
+    if rows[1] is not None:
+      mu[1], _, b_t = bias_ridge.fit_biases(*rows[1], num_users[1], num_items[1], prior=prior)
+      item_bias[1] = b_t - prior
+    if not mu:
+      return {}
+    base = mu.get(0, mu.get(1))
+    return {"mu": base, "domain_offset": np.array([0.0, mu.get(1, base) - base]),
+            "item_bias": np.concatenate(item_bias)}
+
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
+    model = self._build(rngs)
+    if bool(self.config.model.hybrid.get("init_biases", False)):
+      model.set_biases(**self.initial_biases(self.neighbours()))
+    return model
+
+  def _build(self, rngs: nnx.Rngs) -> nnx.Module:
     h, m = self.config.model.hybrid, self.config.model
     pair = self.data.pair
     return hybrid_lib.HybridRatingModel(
