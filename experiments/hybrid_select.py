@@ -2,7 +2,7 @@
 
 Run (about 1.5 minutes per candidate on a quiet 2-core CPU; finished runs are reused):
   .venv/bin/python experiments/hybrid_select.py --workdir=runs/hybrid_select
-  .venv/bin/python experiments/hybrid_select.py --candidates=base,steps800,steps800+head_lr1e-3
+  .venv/bin/python experiments/hybrid_select.py --candidates=dev,dev+init_biases,dev+init_biases+steps800
 
 Setting: the demo's study (`hybrid_study:cpu`: ML-1M -> ML-100K, its methods, source users and
 data), seed 0 only, scored on the target's valid rows only (`eval.which=("valid",)`), no baselines
@@ -24,9 +24,13 @@ import statistics
 import time
 from typing import Any
 
-# Each candidate changes one thing from the packaged settings (`config_base._hybrid`).
+# Each candidate changes one thing from the packaged settings (`config_base._hybrid`,
+# `HYBRID_STEPS`). "dev" restores the settings before this selection (no bias init, no early
+# stopping, 400 / 400 / 500 steps): the README's table is "dev" and "dev+<change>".
 CANDIDATES: dict[str, dict[str, Any]] = {
     "base": {},
+    "dev": {"model": {"hybrid": {"init_biases": False}}, "train": {"eval_every": 0, "select": ""},
+            "__method_steps__": {"source": 400, "target": 400, "joint": 500}},
     # Twice the steps of every phase (the packaged cpu steps are 400 / 400 / 500).
     "steps800": {"__phase_steps__": 800},
     "steps1200": {"__phase_steps__": 1200},
@@ -46,6 +50,14 @@ CANDIDATES: dict[str, dict[str, Any]] = {
     "init_biases": {"model": {"hybrid": {"init_biases": True}}},
     "init_biases_off": {"model": {"hybrid": {"init_biases": False}}},
 }
+
+
+def _packaged_steps() -> dict[str, dict[str, int]]:
+  from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
+  return {k: dict(v) for k, v in config_base.HYBRID_STEPS.items()}
+
+
+_PACKAGED_STEPS = _packaged_steps()
 
 
 def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -70,8 +82,12 @@ def study_config(name: str, fractions: tuple[float, ...], methods: tuple[str, ..
   """hybrid_study:<preset> reduced to seed 0, valid only, no baselines, with the candidate's overrides."""
   import ml_collections  # pylint: disable=g-import-not-at-top
   from crossrec_jax import configs  # pylint: disable=g-import-not-at-top
-  study = configs.load(f"hybrid_study:{preset}")
+  from crossrec_jax import config_base  # pylint: disable=g-import-not-at-top
   overrides = candidate(name)
+  # Per-method phase lengths: the packaged configs read `HYBRID_STEPS` when they are built.
+  config_base.HYBRID_STEPS[preset] = dict(_PACKAGED_STEPS[preset],
+                                          **overrides.pop("__method_steps__", {}))
+  study = configs.load(f"hybrid_study:{preset}")
   study.phase_steps = int(overrides.pop("__phase_steps__", study.phase_steps))
   study.methods = methods
   study.label_fractions = fractions + ((0.0,) if any(m in study.label_free for m in methods)
@@ -131,7 +147,7 @@ def main() -> None:
     mean = {n: statistics.mean(v for (m, _), v in valid[n].items() if m == method)
             for n in names if any(m == method for m, _ in valid[n])}
     best = min(mean, key=mean.get)
-    print(f"  {method}: {best} ({mean[best]:.4f}; base {mean.get('base', float('nan')):.4f})")
+    print(f"  {method}: {best} ({mean[best]:.4f}; {names[0]} {mean.get(names[0], float('nan')):.4f})")
 
 
 if __name__ == "__main__":

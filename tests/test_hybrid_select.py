@@ -3,6 +3,7 @@
 import pytest
 
 from conftest import experiment_module
+from crossrec_jax import config_base
 
 select = experiment_module("hybrid_select")
 
@@ -25,3 +26,14 @@ def test_a_candidate_is_the_demo_study_on_valid_only():
   assert study.run.model.hybrid.init_biases is True
   assert study.run.data.users.source == 30  # the preset's own overrides are kept
   assert "test" not in study.eval.which
+
+
+def test_dev_restores_the_settings_before_the_selection(monkeypatch):
+  monkeypatch.setattr(config_base, "HYBRID_STEPS",
+                      {k: dict(v) for k, v in config_base.HYBRID_STEPS.items()})
+  study = select.study_config("dev+init_biases", (1.0,), ("joint",), preset="cpu")
+  assert config_base.HYBRID_STEPS["cpu"] == {"source": 400, "target": 400, "joint": 500}
+  assert study.run.model.hybrid.init_biases is True  # the later part of the name wins
+  assert study.run.train.select == "" and study.run.train.eval_every == 0
+  select.study_config("base", (1.0,), ("joint",), preset="cpu")
+  assert config_base.HYBRID_STEPS["cpu"] == select._PACKAGED_STEPS["cpu"]  # pylint: disable=protected-access
