@@ -62,7 +62,8 @@ def _tail(log: pathlib.Path, n: int = 1500) -> str:
 
 def bench_parts(smoke: bool) -> list[tuple[str, list[str]]]:
   if smoke:
-    shape = ["--models", "tiny", "--batch", "8", "--seq", "32", "--steps", "2", "--trials", "1",
+    # Batch 16 = 8 rows a domain: divisible over a host's 8 devices (the suite's 8-device run).
+    shape = ["--models", "tiny", "--batch", "16", "--seq", "32", "--steps", "2", "--trials", "1",
              "--warmup", "1", "--dtype", "bfloat16"]
   else:
     shape = ["--preset", "gpu", "--models", "bert-base,minilm", "--seq", "128",
