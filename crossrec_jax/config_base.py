@@ -68,6 +68,20 @@ def phase(name: str, steps: int, *, source: Any = 0.0, target: Any = 0.0, domain
   })
 
 
+def is_constant_zero(weight: Any) -> bool:
+  """Whether a phase's loss weight is the constant 0 (a number; a schedule spec never is): that
+  loss is not computed and its domain's labels are not read."""
+  return isinstance(weight, (int, float)) and not isinstance(weight, bool) and weight == 0
+
+
+def labels_used(config: ml_collections.ConfigDict) -> tuple[bool, bool]:
+  """(source, target): whether any phase of `config` trains on that domain's ratings (a weight
+  that is not a constant 0). Alignment alone reads a domain's inputs, not its labels."""
+  def used(side: str) -> bool:
+    return any(not is_constant_zero(p.weights[side]) for p in config.phases)
+  return used("source"), used("target")
+
+
 def _random_encoder(**sizes: int) -> dict[str, Any]:
   return dict(init="random", path="", num_layers=0, dtype="float32", remat=False,
               hidden_dropout_prob=0.1, attention_probs_dropout_prob=0.1, vocab_size=30522,

@@ -43,6 +43,18 @@ def _build_model(config: ml_collections.ConfigDict, data=None):
   return tasks.make_task(config, data=data).build_model(nnx.Rngs(int(config.seed)))
 
 
+def _restored(config: ml_collections.ConfigDict, data, restore):
+  """(eval_step, params) of the model `config` builds, its parameters and non-trainable state
+  replaced by `restore(params, rest) -> (params, rest)`."""
+  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
+  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
+  model = _build_model(config, data)
+  graphdef, params, rng_state, rest = state_lib.split_model(model)
+  params, rest = restore(params, rest)
+  return ce_task.make_eval_step(graphdef, rng_state, rest,
+                                rating_output=model.rating_output), params
+
+
 def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data=None):
   """(eval_step, params) of a finished trainer run, from its last checkpoint.
 
@@ -50,16 +62,12 @@ def restore_final(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data
   the cross-encoder builds its model from; None prepares it again); `train/warm_start.
   restore_final` restores the train state at the end of the last phase into it.
   """
-  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
 
-  model = _build_model(config, data)
-  rating_output = model.rating_output
-  graphdef, params, rng_state, rest = state_lib.split_model(model)
-  state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
-  eval_step = ce_task.make_eval_step(graphdef, rng_state, state.rest, rating_output=rating_output)
-  return eval_step, state.params
+  def last(params, rest):
+    state = warm_start.restore_final(pathlib.Path(run_dir), params, rest, config)
+    return state.params, state.rest
+  return _restored(config, data, last)
 
 
 def restore_selected(config: ml_collections.ConfigDict, run_dir: pathlib.Path, data=None):
@@ -69,23 +77,11 @@ def restore_selected(config: ml_collections.ConfigDict, run_dir: pathlib.Path, d
   run_dir = pathlib.Path(run_dir)
   if not str(config.train.get("select", "")) or not (run_dir / "checkpoints_best").exists():
     return restore_final(config, run_dir, data)
-  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
   from crossrec_jax.train import warm_start  # pylint: disable=g-import-not-at-top
-  model = _build_model(config, data)
-  rating_output = model.rating_output
-  graphdef, params, rng_state, rest = state_lib.split_model(model)
-  params, rest = warm_start.restore_best(run_dir, params, rest)
-  eval_step = ce_task.make_eval_step(graphdef, rng_state, rest, rating_output=rating_output)
-  return eval_step, params
+  return _restored(config, data, lambda params, rest: warm_start.restore_best(run_dir, params, rest))
 
 
 def initial_model(config: ml_collections.ConfigDict, data=None):
   """(eval_step, params) of the untrained model (pretrained encoder, fresh heads)."""
-  from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
-  model = _build_model(config, data)
-  graphdef, params, rng_state, rest = state_lib.split_model(model)
-  return ce_task.make_eval_step(graphdef, rng_state, rest,
-                                 rating_output=model.rating_output), params
+  return _restored(config, data, lambda params, rest: (params, rest))
 

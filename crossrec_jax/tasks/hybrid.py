@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from crossrec_jax import config_base
 from crossrec_jax.data import sources
 from crossrec_jax.data import text as text_lib
 from crossrec_jax.models import hybrid as hybrid_lib
@@ -45,13 +46,7 @@ def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarra
   return np.asarray(vectors, np.float32)
 
 
-def labels_used(config: ml_collections.ConfigDict) -> tuple[bool, bool]:
-  """(source, target): whether any phase trains on that domain's ratings (a weight that is not a
-  constant 0). Alignment alone reads a domain's inputs, not its labels."""
-  def used(side: str) -> bool:
-    return any(not (isinstance(w, (int, float)) and not isinstance(w, bool) and w == 0)
-               for w in (p.weights[side] for p in config.phases))
-  return used("source"), used("target")
+labels_used = config_base.labels_used  # which domains' ratings the phases read
 
 
 class HybridTask(cross_encoder.CrossEncoderTask):
