@@ -4,6 +4,7 @@ import html.parser
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
@@ -48,6 +49,16 @@ def finished_run(tmp_path_factory):
   config = configs.load("target_only:tiny")
   config.phases[0].steps = 4
   workdir = tmp_path_factory.mktemp("explain_run")
+  trainer.train_and_evaluate(config, workdir)
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tmp_path_factory):
+  from crossrec_jax.train import trainer
+  config = configs.load("hybrid_target_only:tiny")
+  config.phases[0].steps = 4
+  workdir = tmp_path_factory.mktemp("explain_hybrid_run")
   trainer.train_and_evaluate(config, workdir)
   return workdir
 
@@ -132,3 +143,41 @@ def test_faithfulness_benchmark_table_on_a_tiny_run(finished_run, tmp_path):
                                           ("IG top-k", "random k", "recent k")) - 1e-9
   again, _ = bench.deletion_table(explained, picks, steps=8, seed=0, cache=tmp_path)
   assert again == lines  # the cached explanations give the same table
+
+
+def test_cli_explains_a_hybrid_run_over_its_id_history(hybrid_run, capsys, tmp_path):
+  """The hybrid reads an ID history, not tokens: each entry is one item of it (newest first,
+  named by title with the rating shown), removed by LOO; the ids index the run's own tables."""
+  from crossrec_jax.data import prepare
+  from crossrec_jax.explain import run as run_lib
+  explained = run_lib.ExplainedRun.load(hybrid_run)
+  # The examples are the run's: the same subsampled target domain, so the same ID rows.
+  data = prepare.prepare_data(explained.config)
+  assert list(explained.domain.interactions.user_ids) == list(data.pair.target.interactions.user_ids)
+  assert list(explained.domain.items.ids) == list(data.pair.target.items.ids)
+  out = tmp_path / "out"
+  records = cli.main([f"--workdir={hybrid_run}", "--examples=3", "--method=loo", f"--out={out}"])
+  printed = capsys.readouterr().out
+  assert len(records) == 3 and printed.count("top positive") == 3
+  _, text = parse_page((out / "explain.html").read_text())
+  for (which, i), record in zip(explained.first(3), records):
+    hist = explained.examples[which]["history_item"][i]
+    newest_first = hist[hist >= 0][::-1]
+    assert [h["text"].split(" (rated ")[0] for h in record["history"]] == [
+        str(explained.item_names[j]) for j in newest_first]
+    assert all(h["text"] in text for h in record["history"])
+    assert any(h["attribution"] != 0 for h in record["history"])
+    assert open(record["png"], "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+  # LOO's unedited score is the model's prediction; each delta is a re-run without the entry.
+  batch = explained.batch(explained.first(1))
+  k0 = int(np.flatnonzero(batch["history_item"][0] >= 0)[-1])  # the newest entry's column
+  edited = {name: v.copy() for name, v in batch.items()}
+  edited["history_item"][0, k0], edited["history_rating"][0, k0] = -1, -1.0
+  without = explained.explainer.score_fn(edited)[0]
+  span = float(explained.scale.high - explained.scale.low)
+  assert records[0]["history"][0]["attribution"] == pytest.approx(
+      (explained.explainer.score_fn(batch)[0] - without) * span, abs=1e-5)
+  with pytest.raises(SystemExit) as e:  # integrated gradients need a model that reads tokens
+    cli.main([f"--workdir={hybrid_run}", "--examples=1", "--method=ig", f"--out={out}"])
+  err = capsys.readouterr().err.strip()
+  assert e.value.code == 2 and len(err.splitlines()) == 1 and "--method=loo" in err, err

@@ -1,4 +1,4 @@
-"""Command line: explain predictions of a finished cross-encoder run.
+"""Command line: explain predictions of a finished cross-encoder or hybrid run.
 
   python -m crossrec_jax.explain --workdir=RUN_DIR --user=ID --item=ID [--method=ig|loo]
       [--examples=N] [--baseline=pad|mask] [--steps=32] [--out=DIR] [--top=3]
@@ -11,7 +11,9 @@ test examples that show a history. Prints each prediction with its top positive 
 history items, and writes OUT/explain.html (tokens shaded by attribution, history items ranked)
 and one PNG bar chart per example, OUT/explain_<user>_<item>.png (OUT: RUN_DIR/explain).
 Attributions are in the target's rating units (stars): 'ig' integrated gradients over the input
-embeddings (with its completeness gap), 'loo' the exact change when the entry is removed.
+embeddings (with its completeness gap), 'loo' the exact change when the entry is removed. A
+hybrid run (`model.kind='hybrid'`) is explained over its ID history (each entry one rated item,
+named by its title) by 'loo' alone; loading it prepares the run's data first (`explain/run.py`).
 
 Mistakes (an unknown workdir, user or item; bad flags) are one line on stderr and exit code 2,
 as for `crossrec_jax.main`.
@@ -89,7 +91,10 @@ def main(argv: list[str]) -> list[dict]:
     except ValueError as e:
       _fatal(e)
   picks += [p for p in explained.first(args.examples) if p not in picks]
-  records = explained.explain(picks, args.method)
+  try:
+    records = explained.explain(picks, args.method)
+  except ValueError as e:  # a method the run's model kind does not support
+    _fatal(e)
   out = pathlib.Path(args.out) if args.out else workdir / "explain"
   out.mkdir(parents=True, exist_ok=True)
   for record in records:

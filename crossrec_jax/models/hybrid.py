@@ -27,9 +27,10 @@ by the frozen MiniLM (`tasks/item_cache.py`), and a small model on top predicts 
               training (one keep mask per user and per item), so users and items without ratings
               fall back to text. `id_domains`: which domains' examples use them -- 'both';
               'source' (target users and items read from text, neighbours and history alone:
-              measured better at 10% labels, where Adam's sparse updates of few-label target IDs
-              overfit); 'target' (the source learnt through the towers alone: measured worse at
-              0%, as the towers then carry less of the source's item effects than the ID biases)
+              meant for few labels, where Adam's sparse updates of few-label target IDs overfit);
+              'target' (the source learnt through the towers alone). Neither was compared with
+              'both' on a valid split (the earlier readings used test RMSE, see README), so the
+              default stays 'both' and the choice is the user's to select on valid.
 
 The output dict is the recommenders' (`models/recommender.py`): 'rating', 'features' = [p_text,
 q_text] (text only: what DANN / MMD / CORAL align and the PAD measures), 'domain_logit'. The
