@@ -43,24 +43,24 @@ def parse_page(text):
   return page, "".join(page.text)
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
+def _tiny_run(tmp_path_factory, name: str):
+  """A finished 4-step run of the packaged config `name`:tiny."""
   from crossrec_jax.train import trainer
-  config = configs.load("target_only:tiny")
+  config = configs.load(f"{name}:tiny")
   config.phases[0].steps = 4
-  workdir = tmp_path_factory.mktemp("explain_run")
+  workdir = tmp_path_factory.mktemp(f"explain_{name}")
   trainer.train_and_evaluate(config, workdir)
   return workdir
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  return _tiny_run(tmp_path_factory, "target_only")
 
 
 @pytest.fixture(scope="module")
 def hybrid_run(tmp_path_factory):
-  from crossrec_jax.train import trainer
-  config = configs.load("hybrid_target_only:tiny")
-  config.phases[0].steps = 4
-  workdir = tmp_path_factory.mktemp("explain_hybrid_run")
-  trainer.train_and_evaluate(config, workdir)
-  return workdir
+  return _tiny_run(tmp_path_factory, "hybrid_target_only")
 
 
 def test_page_escapes_text_and_names_every_history_item():
