@@ -67,11 +67,15 @@ def test_wheel_installs_console_scripts_and_the_packaged_configs(installed, tmp_
   python, bin_dir = installed
   for script in SCRIPTS:
     assert (bin_dir / script).exists(), f"the wheel installs no {script}"
+  # The bi-encoder study's config reads its EASE references and peer rows from the package
+  # (study/recbole_cdr.py), not from a checkout's experiments/.
   probe = ("import crossrec_jax, crossrec_jax.configs as c; print(crossrec_jax.__file__); "
-           "print(' '.join(c.names())); print(c.load('bi_joint:tiny').method)")
+           "print(' '.join(c.names())); print(c.load('bi_joint:tiny').method); "
+           "s = c.load('bi_encoder_study:cpu'); print(len(s.peer), ','.join(s.baselines))")
   out = _run([str(python), "-c", probe], cwd=tmp_path, env=_outside_env(), timeout=300)
   assert out.returncode == 0, out.stderr[-3000:]
-  where, names, method = out.stdout.strip().splitlines()
+  where, names, method, study = out.stdout.strip().splitlines()
+  assert study == "3 ease,ease_joint"
   assert pathlib.Path(where).resolve().is_relative_to(python.parent.parent.resolve()), where
   assert {"dann", "transfer_study", "bi_joint"} <= set(names.split())
   assert method == "joint"

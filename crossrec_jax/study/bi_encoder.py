@@ -8,8 +8,8 @@ study (same resume, eval.json, results.csv, verdict lines, learning curves); wha
     split of that seed, the catalogue, cached item vectors). A run is scored by what it wrote:
     its final_metrics.json 'target_test' (full ranking of the parameters selected on
     target-valid by `train.select`; `study/finished.final_metrics`).
-  * Baselines are the experiment file's references (EASE), fitted by its `run_ease` on the same
-    prepared data; `study.peer` rows are published numbers on the same protocol.
+  * Baselines are the protocol's references (EASE, `study/recbole_cdr.run_ease`), fitted on the
+    same prepared data; `study.peer` rows are published numbers on the same protocol.
   * `write_outputs`: a methods x metrics table (`report.metric_table`) instead of methods x
     label fractions.
 """
@@ -57,13 +57,13 @@ class BiCell:
     return finished.final_metrics(run_dir)
 
   def fit_baseline(self, name: str, out_dir: pathlib.Path) -> dict[str, float]:
-    """A reference of the experiment file (`run_ease`: EASE / EASE + source rows)."""
-    module = grid.experiment_module("bi_encoder", self.study.experiments_dir)
+    """A reference of the protocol (`recbole_cdr.run_ease`: EASE / EASE + source rows)."""
+    from crossrec_jax.study import recbole_cdr  # pylint: disable=g-import-not-at-top
     # A reference fits on the data of the methods' runs; run_ease reads the method's name.
     config = grid.run_config(self.study, self.study.methods[0], self.fraction, self.seed,
                              out_dir.parent)
     config.method = name
-    result = module.run_ease(config, out_dir, data=self.prepared)
+    result = recbole_cdr.run_ease(config, out_dir, data=self.prepared)
     return {f"test/{k}": float(v) for k, v in result["test"].items()
             if isinstance(v, (int, float))}
 
