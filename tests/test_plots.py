@@ -70,6 +70,21 @@ def test_learning_curves_one_panel_per_loss_term_lines_and_legend_outside(tmp_pa
   assert legend.get_window_extent(renderer).x0 > axes[-1].get_window_extent(renderer).x1
 
 
+def test_learning_curves_plot_the_metric_a_ranking_run_evaluates(tmp_path, figures):
+  """A bi-encoder evaluates NDCG@10, not RMSE: its valid panel shows that metric, and its loss
+  panels can say what the losses are."""
+  records = _records(range(5, 41, 5), 0.0, 1.0, 1.0, 0)
+  for r in records:
+    if r["split"] == "target_valid":
+      r["NDCG@10"] = 0.1 + 0.001 * r.pop("rmse")
+  plots.learning_curves({"joint": records}, tmp_path / "lc.png", valid_metric="NDCG@10",
+                        loss_titles={"loss_source": "source retrieval loss"})
+  (fig,) = figures
+  assert [a.get_title() for a in fig.axes] == [
+      "source retrieval loss", "target rating loss", "target valid NDCG@10"]
+  assert len(fig.axes[-1].lines[0].get_xdata()) == 4 and fig.axes[-1].get_ylabel() == "NDCG@10"
+
+
 def test_metric_vs_fraction_sixteen_methods_are_told_apart(tmp_path, figures):
   rows = [{"method": m, "kind": "baseline" if k >= 6 else "lm", "label_fraction": f, "seed": s,
            "test/rmse": 1.0 + 0.01 * k + 0.001 * s}

@@ -69,32 +69,38 @@ def method_style(method: str, others: Sequence[str] = ()) -> dict[str, Any]:
 
 
 def learning_curves(curves: Mapping[str, Sequence[Mapping[str, Any]]], path: str | pathlib.Path,
-                    title: str = "") -> pathlib.Path:
+                    title: str = "", valid_metric: str = "rmse",
+                    loss_titles: Mapping[str, str] | None = None) -> pathlib.Path:
   """curves: method -> metrics.jsonl records. One panel per loss term a method logs, then the
-  target-valid RMSE of every evaluation (periodic `train.eval_every` ones and phase ends).
+  target-valid `valid_metric` of every evaluation (periodic `train.eval_every` ones and phase
+  ends): RMSE for the rating models, the selection metric (e.g. 'NDCG@10') for the bi-encoder.
+  `loss_titles` renames loss panels (the bi-encoder's losses are retrieval losses, not ratings).
 
   A term a method does not train (e.g. no domain loss for target_only) is left out of its panel.
   Methods whose curves coincide (finetune's first phase is source_only) stay visible: each later
   method is drawn thinner, on top.
   """
-  terms = [(k, t) for k, t in LOSS_TERMS
+  titles = {**dict(LOSS_TERMS), **dict(loss_titles or {})}
+  terms = [(k, titles[k]) for k, _ in LOSS_TERMS
            if any(_trained(r, k) for recs in curves.values() for r in recs)]
-  panels = [*terms, ("rmse", "target valid RMSE")]
+  valid_name = "RMSE" if valid_metric == "rmse" else valid_metric
+  panels = [*terms, (valid_metric, f"target valid {valid_name}")]
   fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.2, 3.8), squeeze=False)
   axes = axes[0]
   for order, (method, records) in enumerate(curves.items()):
     style = {**method_style(method, list(curves)), "lw": max(4.5 - 0.7 * order, 1.0),
              "markersize": max(9.0 - 0.9 * order, 4.0), "alpha": 0.9, "label": method}
     for ax, (key, _) in zip(axes, panels):
-      split = "target_valid" if key == "rmse" else "train"
+      split = "target_valid" if key == valid_metric else "train"
       pts = [(r["global_step"], r[key]) for r in records if r.get("split") == split
-             and _finite(r.get(key)) and (key == "rmse" or _trained(r, key))]
+             and _finite(r.get(key)) and (key == valid_metric or _trained(r, key))]
       if pts:
         xs, ys = zip(*pts)
         ax.plot(xs, ys, markevery=max(len(xs) // 8, 1), **style)
   for ax, (key, name) in zip(axes, panels):
-    ax.set(xlabel="global step", title=name,
-           ylabel="RMSE (target scale)" if key == "rmse" else "loss (unweighted)")
+    ylabel = "loss (unweighted)" if key != valid_metric else (
+        "RMSE (target scale)" if key == "rmse" else valid_name)
+    ax.set(xlabel="global step", title=name, ylabel=ylabel)
     _readable(ax, integer_x=True)
   _legend_right(fig, axes, list(curves))
   if title:

@@ -29,6 +29,11 @@ from crossrec_jax.study import grid
 from crossrec_jax.study import report
 
 
+# The bi-encoder's per-domain losses: a softmax over the domain's catalogue (objectives/bi_encoder.py).
+RETRIEVAL_LOSS_TITLES = {"loss_source": "source retrieval loss (softmax)",
+                         "loss_target": "target retrieval loss (softmax)"}
+
+
 class BiCell:
   """What the bi-encoder runs of one seed share (see the module docstring)."""
 
@@ -122,7 +127,10 @@ def write_outputs(study: ml_collections.ConfigDict, workdir: pathlib.Path,
     path = workdir / "runs" / method / grid.tag(fraction, int(study.seeds[0])) / "metrics.jsonl"
     if path.exists():
       curves[method] = plots.read_metrics_jsonl(path)
-  if curves:
+  if curves:  # the valid panel: the metric the runs select on (NDCG@10), not RMSE
+    select = grid.run_config(study, study.methods[0], fraction, int(study.seeds[0]),
+                             workdir).train.select or "NDCG@10"
     plots.learning_curves(curves, workdir / "learning_curves.png",
-                          title=f"{study.name}: seed {study.seeds[0]}")
+                          title=f"{study.name}: seed {study.seeds[0]}", valid_metric=select,
+                          loss_titles=RETRIEVAL_LOSS_TITLES)
   return md
