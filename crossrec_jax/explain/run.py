@@ -110,7 +110,8 @@ class ExplainedRun:
       raise ValueError(f"--workdir={workdir}: model.kind={config.model.kind!r}; this command "
                        f"explains {' and '.join(KINDS)} runs (a bi-encoder: "
                        "crossrec_jax.explain.bi_encoder.BiEncoderExplainer)")
-    model = _build_model(config)
+    from crossrec_jax.study import finished  # pylint: disable=g-import-not-at-top
+    model = finished.build_model(config)  # the hybrid: through its task, its data prepared again
     graphdef, params, rng_state, rest = state_lib.split_model(model)
     params, rest = warm_start.restore_params(workdir, params, rest)
     return cls(config, nnx.merge(graphdef, params, rng_state, rest), **kw)
@@ -224,15 +225,3 @@ class ExplainedRun:
       entries.append({"k": k, "text": text, "attribution": float(attribution[k])})
     return entries
 
-
-def _build_model(config: ml_collections.ConfigDict) -> Any:
-  """The untrained model of the run: the cross-encoder from its config, the hybrid through its
-  task over the run's prepared data (its item-text vectors and ID tables come from the data)."""
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  rngs = nnx.Rngs(int(config.seed))
-  if config.model.kind == "cross_encoder":
-    from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
-    return recommender_lib.build_recommender(config.model, rngs=rngs)
-  from crossrec_jax import tasks  # pylint: disable=g-import-not-at-top
-  from crossrec_jax.data import prepare as prepare_lib  # pylint: disable=g-import-not-at-top
-  return tasks.make_task(config, data=prepare_lib.prepare_data(config)).build_model(rngs)

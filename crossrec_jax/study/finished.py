@@ -32,7 +32,7 @@ def final_metrics(run_dir: pathlib.Path, split: str = "target_test",
           if isinstance(v, (int, float))}
 
 
-def _build_model(config: ml_collections.ConfigDict, data=None):
+def build_model(config: ml_collections.ConfigDict, data=None):
   """The untrained model of `config.model.kind`: the cross-encoder directly, any other kind
   through its task (over `data`, the run's prepared data, when the caller has it)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
@@ -48,7 +48,7 @@ def _restored(config: ml_collections.ConfigDict, data, restore):
   replaced by `restore(params, rest) -> (params, rest)`."""
   from crossrec_jax.train import state as state_lib  # pylint: disable=g-import-not-at-top
   from crossrec_jax.tasks import cross_encoder as ce_task  # pylint: disable=g-import-not-at-top
-  model = _build_model(config, data)
+  model = build_model(config, data)
   graphdef, params, rng_state, rest = state_lib.split_model(model)
   params, rest = restore(params, rest)
   return ce_task.make_eval_step(graphdef, rng_state, rest,
