@@ -19,7 +19,9 @@ $(VENV)/bin/python:
 $(VENV)/.stamp-runtime: requirements/lock-py311.txt pyproject.toml | $(VENV)/bin/python
 	$(PIP) install -q -r requirements/lock-py311.txt
 	$(PIP) install -q --no-deps $(ENCODER_PKG)
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@# setuptools' 'Editable installation' notice (a flat layout) is 9 lines of boxed text a
+	@# newcomer would read as a problem; the install is the same without it.
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install -q --no-deps --no-build-isolation -e .
 	touch $@
 
 # torch is only the tests' numerical reference. The exact CPU version, never a loose spec (that
