@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -30,6 +31,9 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 4
 TIMEOUT_S = 240
+SLOW_TASK_MAIN = REPO / "tests" / "fixtures" / "slow_task_main.py"
+# Longer than the 30 s that XLA's CPU (gloo) collectives wait for a peer to join a communicator.
+LATE_PROCESS_DELAY_S = 40
 MESH_LINE = "mesh {{'data': 2, 'fsdp': 2, 'tensor': 2}} over 8 devices in {} processes"
 
 
@@ -43,10 +47,20 @@ def _args(workdir: pathlib.Path, config: str) -> list[str]:
 
 
 def _start(num_processes: int, devices_per_process: int, workdir: pathlib.Path,
-           config: str = "joint_dann:tiny") -> list[subprocess.Popen]:
-  """Starts the processes of one run (a free coordinator port for more than one)."""
+           config: str = "joint_dann:tiny", delay_s: dict[int, float] | None = None,
+           ) -> list[tuple[subprocess.Popen, pathlib.Path]]:
+  """Starts the processes of one run (a free coordinator port for more than one).
+
+  `delay_s` {process: seconds}: that process builds its task so much later
+  (tests/fixtures/slow_task_main.py).
+
+  Each process writes stdout and stderr to files beside the workdir, not to pipes: a pipe read
+  one process at a time lets another's fill up and block it inside a collective, which then
+  blocks every process. PYTHONFAULTHANDLER makes SIGABRT print every thread's Python stack,
+  which `_wait` asks for when the run overruns.
+  """
   import portpicker  # pylint: disable=g-import-not-at-top
-  env = dict(os.environ, JAX_PLATFORMS="cpu",
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONFAULTHANDLER="1",
              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices_per_process}")
   for k in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
     env.pop(k, None)
@@ -55,23 +69,53 @@ def _start(num_processes: int, devices_per_process: int, workdir: pathlib.Path,
     address = f"127.0.0.1:{portpicker.pick_unused_port()}"
     extra = [[f"--coordinator_address={address}", f"--num_processes={num_processes}",
               f"--process_id={i}"] for i in range(num_processes)]
-  return [subprocess.Popen(_args(workdir, config) + extra[i], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True) for i in range(num_processes)]
+  started = []
+  for i in range(num_processes):
+    log = workdir.parent / f"{workdir.name}.process{i}"
+    args = _args(workdir, config) + extra[i]
+    if i in (delay_s or {}):
+      args = [sys.executable, str(SLOW_TASK_MAIN), str(delay_s[i])] + args[3:]
+    with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
+      started.append((subprocess.Popen(args, env=env, cwd=REPO,
+                                       stdout=out, stderr=err, stdin=subprocess.DEVNULL), log))
+  return started
 
 
-def _wait(procs: list[subprocess.Popen]) -> list[tuple[int, str, str]]:
-  """(rc, stdout, stderr) of every process, waiting at most TIMEOUT_S in all; kills any left."""
+def _read(log: pathlib.Path) -> tuple[str, str]:
+  return pathlib.Path(f"{log}.out").read_text(), pathlib.Path(f"{log}.err").read_text()
+
+
+def _wait(procs: list[tuple[subprocess.Popen, pathlib.Path]]) -> list[tuple[int, str, str]]:
+  """(rc, stdout, stderr) of every process, waiting at most TIMEOUT_S in all.
+
+  On an overrun every process still running is made to print its Python stacks (SIGABRT under
+  PYTHONFAULTHANDLER), then killed, and the test fails showing them: a hang names where it hung.
+  """
   deadline = time.monotonic() + TIMEOUT_S
-  results = []
   try:
-    for p in procs:
-      out, err = p.communicate(timeout=max(1.0, deadline - time.monotonic()))
-      results.append((p.returncode, out, err))
+    for p, _ in procs:
+      try:
+        p.wait(timeout=max(1.0, deadline - time.monotonic()))
+      except subprocess.TimeoutExpired:
+        break
+    hung = [i for i, (p, _) in enumerate(procs) if p.poll() is None]
+    for i in hung:
+      procs[i][0].send_signal(signal.SIGABRT)
+    for i in hung:
+      try:
+        procs[i][0].wait(timeout=10)
+      except subprocess.TimeoutExpired:
+        pass
+    if hung:
+      stacks = "\n".join(f"--- process {i} of {len(procs)}, stderr tail:\n{_read(procs[i][1])[1][-6000:]}"
+                         for i in hung)
+      pytest.fail(f"{len(hung)} of {len(procs)} processes still running after {TIMEOUT_S} s:\n{stacks}")
   finally:
-    for p in procs:  # on a timeout or an error in one process, the others would wait forever
+    for p, _ in procs:  # on a timeout or an error in one process, the others would wait forever
       if p.poll() is None:
         p.kill()
         p.wait()
+  results = [(p.returncode, *_read(log)) for p, log in procs]
   for i, (rc, _, err) in enumerate(results):
     assert rc == 0, f"process {i} of {len(procs)} failed:\n{err[-4000:]}"
   return results
@@ -91,7 +135,7 @@ def _both_runs(tmp_path_factory, config: str) -> dict:
   try:
     raw = {name: _wait(p) for name, p in procs.items()}
   finally:
-    for p in procs["one"]:  # when the two-process run failed first
+    for p, _ in procs["one"]:  # when the two-process run failed first
       if p.poll() is None:
         p.kill()
         p.wait()
@@ -113,6 +157,16 @@ def test_two_process_bi_encoder_trains_as_one(tmp_path_factory):
   assert len(two) == len(one) >= STEPS
   for a, b in zip(two, one):
     assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+
+
+@pytest.mark.slow
+def test_a_process_that_builds_its_task_late_is_waited_for(tmp_path_factory):
+  """Process 1 reaches the first collective 40 s after process 0 (as after an item-vector
+  cache miss beside a hit, the stop-21 CI failure): without the trainer's barrier, process 0's
+  gloo communicator times out after 30 s and the run hangs."""
+  workdir = tmp_path_factory.mktemp("late_process")
+  _wait(_start(2, 4, workdir, "bi_joint:tiny", delay_s={1: LATE_PROCESS_DELAY_S}))
+  assert [l["step"] for l in _train_lines(workdir)] == list(range(1, STEPS + 1))
 
 
 @pytest.mark.slow

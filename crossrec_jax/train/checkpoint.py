@@ -39,6 +39,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from crossrec_jax.train import distributed
+
 __all__ = ["Checkpointer", "CheckpointError", "abstract_like", "INTEGRITY_FILE"]
 
 _log = logging.getLogger(__name__)
@@ -125,9 +127,9 @@ def _first_line(e: BaseException) -> str:
 
 
 def _sync(name: str) -> None:
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
+  # The coordination service's barrier, not a device collective: the processes reach it after
+  # reading files, which can take one of them far longer (train/distributed.py, barrier).
+  distributed.barrier(name)
 
 
 # ---------------------------------------------------------------------------- the checkpointer

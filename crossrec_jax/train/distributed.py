@@ -21,10 +21,19 @@ Example, two processes on one machine (each with 4 CPU devices):
 
 `main.py` calls `add_distributed_flags()` at import and `initialize_from_flags()` first thing in
 `main()`, before anything touches a device.
+
+`barrier(name)` lines the processes up on the coordination service, not through a device
+collective. It matters on CPU: XLA's gloo collectives give a process 30 s (fixed, not a flag in
+jax 0.10) to see its peers join a new communicator, so when host work before the first
+collective takes one process more than 30 s longer than another (an item-vector cache miss in
+one process and a hit in the other, a loaded machine), the early one fails ("Gloo context
+initialization failed ... GetKeyValue() timed out") and the run hangs. The trainer waits at a
+barrier after such work (train/trainer.py).
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from typing import Any
@@ -34,8 +43,11 @@ from absl import flags
 
 __all__ = [
     "maybe_initialize", "add_distributed_flags", "initialize_from_flags", "is_main_process",
-    "main_process_logger", "log_main",
+    "main_process_logger", "log_main", "barrier",
 ]
+
+BARRIER_TIMEOUT_S = 1800  # as long as the slowest host work before a barrier may take
+_barrier_count = itertools.count()
 
 _ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_NUM_PROCESSES",
         "process_id": "JAX_PROCESS_ID"}
@@ -129,3 +141,21 @@ def log_main(msg: str, *args: Any, level: int = logging.INFO) -> None:
   """`logging.log` in process 0 only (for one-off messages)."""
   if is_main_process():
     logging.log(level, msg, *args)
+
+
+def barrier(name: str, timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+  """Blocks until every process reached `barrier(name)` (a no-op in a single process).
+
+  Every process must call it in the same order with the same `name`: the barrier's id is the
+  name and its position in that order, so processes at different barriers fail after
+  `timeout_s` (DEADLINE_EXCEEDED from the coordination service) instead of waiting forever.
+  """
+  index = next(_barrier_count)
+  if jax.process_count() == 1:
+    return
+  from jax._src import distributed as jax_distributed  # pylint: disable=g-import-not-at-top
+  client = jax_distributed.global_state.client  # what orbax's barriers use too
+  if client is None:
+    raise RuntimeError(f"barrier {name!r}: {jax.process_count()} processes but no distributed "
+                       "client (call distributed.maybe_initialize first)")
+  client.wait_at_barrier(f"crossrec_jax/{index}/{name}", int(timeout_s * 1000))

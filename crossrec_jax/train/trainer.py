@@ -197,6 +197,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   peak, _ = flops_lib.peak_flops()
   evaluator = task.make_evaluator(graphdef, rng_state, rest, put=put,
                                   batch_sharding=batch_sharding)
+  # The processes built their task (data, item vectors: a cache hit in one, an encoding in
+  # another) at their own pace; line them up before the first collective (distributed.barrier).
+  distributed.barrier("task built")
 
   def eval_valid(state_: Any, where_: dict[str, Any], info_: dict[str, Any]) -> tuple[Any, Any]:
     """Target-valid evaluation of `state_` (logged; a new best is checkpointed)."""
@@ -286,6 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         # The next batches go on device while the current step runs; its state counts only the
         # batches handed out, so a checkpoint resumes at the right one.
         batches = pipeline.DevicePrefetch(host_batches, put, size=PREFETCH)
+        distributed.barrier(f"phase {p_i} start")  # after the restore or the state's creation
         info = {"phase": phase.name, "phase_index": p_i}
         examples_per_step = (task.batch_size * use_source + task.target_batch_size * use_target)
         count_flops = flops_of[(alignment.kind, use_source, use_target)]
