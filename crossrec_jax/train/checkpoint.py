@@ -149,9 +149,17 @@ class Checkpointer:
     self._unchecked = False  # a save was started and its outcome not seen yet
     self._failed: CheckpointError | None = None  # reported once; close() does not repeat it
     async_options = ocp.AsyncOptions(post_finalization_callback=self._on_finalised)
+    # Orbax names its save barriers alike in every manager ("ThreadSaveMultiHostValueHolder:
+    # set_value_start"): in a multi-process run, the best-parameters manager finishing a save
+    # while the main one starts another failed with "Barrier ... is already ongoing" (the stop-22
+    # CI run). A prefix per manager, the same in every process (the folder's name, not its path,
+    # which may differ between hosts), keeps their barriers apart.
+    multiprocessing = ocp.options.MultiprocessingOptions(
+        barrier_sync_key_prefix=f"crossrec_{self.directory.name}")
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep, create=True, enable_async_checkpointing=async_save,
-        async_options=async_options if async_save else None)
+        async_options=async_options if async_save else None,
+        multiprocessing_options=multiprocessing)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def latest_step(self) -> int | None:
