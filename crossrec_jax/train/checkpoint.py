@@ -151,9 +151,9 @@ class Checkpointer:
     async_options = ocp.AsyncOptions(post_finalization_callback=self._on_finalised)
     # Orbax names its save barriers alike in every manager ("ThreadSaveMultiHostValueHolder:
     # set_value_start"): in a multi-process run, the best-parameters manager finishing a save
-    # while the main one starts another failed with "Barrier ... is already ongoing" (the stop-22
-    # CI run). A prefix per manager, the same in every process (the folder's name, not its path,
-    # which may differ between hosts), keeps their barriers apart.
+    # while the main one started another failed with "Barrier ... is already ongoing" (a
+    # fresh-clone CI run, 2026-12-02). A prefix per manager, the same in every process (the
+    # folder's name, not its path, which may differ between hosts), keeps their barriers apart.
     multiprocessing = ocp.options.MultiprocessingOptions(
         barrier_sync_key_prefix=f"crossrec_{self.directory.name}")
     options = ocp.CheckpointManagerOptions(
