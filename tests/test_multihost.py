@@ -31,7 +31,7 @@ import pytest
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS = 4
 TIMEOUT_S = 240
-SLOW_TASK_MAIN = REPO / "tests" / "fixtures" / "slow_task_main.py"
+PATCHED_TASK_MAIN = REPO / "tests" / "fixtures" / "patched_task_main.py"
 # Longer than the 30 s that XLA's CPU (gloo) collectives wait for a peer to join a communicator.
 LATE_PROCESS_DELAY_S = 40
 MESH_LINE = "mesh {{'data': 2, 'fsdp': 2, 'tensor': 2}} over 8 devices in {} processes"
@@ -47,12 +47,12 @@ def _args(workdir: pathlib.Path, config: str) -> list[str]:
 
 
 def _start(num_processes: int, devices_per_process: int, workdir: pathlib.Path,
-           config: str = "joint_dann:tiny", delay_s: dict[int, float] | None = None,
+           config: str = "joint_dann:tiny", patch: dict[int, str] | None = None,
            ) -> list[tuple[subprocess.Popen, pathlib.Path]]:
   """Starts the processes of one run (a free coordinator port for more than one).
 
-  `delay_s` {process: seconds}: that process builds its task so much later
-  (tests/fixtures/slow_task_main.py).
+  `patch` {process: 'delay=SECONDS' | 'fail'}: that process builds its task so much later, or
+  fails to build it (tests/fixtures/patched_task_main.py).
 
   Each process writes stdout and stderr to files beside the workdir, not to pipes: a pipe read
   one process at a time lets another's fill up and block it inside a collective, which then
@@ -73,8 +73,8 @@ def _start(num_processes: int, devices_per_process: int, workdir: pathlib.Path,
   for i in range(num_processes):
     log = workdir.parent / f"{workdir.name}.process{i}"
     args = _args(workdir, config) + extra[i]
-    if i in (delay_s or {}):
-      args = [sys.executable, str(SLOW_TASK_MAIN), str(delay_s[i])] + args[3:]
+    if i in (patch or {}):
+      args = [sys.executable, str(PATCHED_TASK_MAIN), patch[i]] + args[3:]
     with open(f"{log}.out", "w") as out, open(f"{log}.err", "w") as err:
       started.append((subprocess.Popen(args, env=env, cwd=REPO,
                                        stdout=out, stderr=err, stdin=subprocess.DEVNULL), log))
@@ -85,8 +85,10 @@ def _read(log: pathlib.Path) -> tuple[str, str]:
   return pathlib.Path(f"{log}.out").read_text(), pathlib.Path(f"{log}.err").read_text()
 
 
-def _wait(procs: list[tuple[subprocess.Popen, pathlib.Path]]) -> list[tuple[int, str, str]]:
-  """(rc, stdout, stderr) of every process, waiting at most TIMEOUT_S in all.
+def _wait(procs: list[tuple[subprocess.Popen, pathlib.Path]], must_succeed: bool = True,
+          ) -> list[tuple[int, str, str]]:
+  """(rc, stdout, stderr) of every process, waiting at most TIMEOUT_S in all; with
+  `must_succeed`, every rc must be 0.
 
   On an overrun every process still running is made to print its Python stacks (SIGABRT under
   PYTHONFAULTHANDLER), then killed, and the test fails showing them: a hang names where it hung.
@@ -117,7 +119,7 @@ def _wait(procs: list[tuple[subprocess.Popen, pathlib.Path]]) -> list[tuple[int,
         p.wait()
   results = [(p.returncode, *_read(log)) for p, log in procs]
   for i, (rc, _, err) in enumerate(results):
-    assert rc == 0, f"process {i} of {len(procs)} failed:\n{err[-4000:]}"
+    assert rc == 0 or not must_succeed, f"process {i} of {len(procs)} failed:\n{err[-4000:]}"
   return results
 
 
@@ -165,8 +167,24 @@ def test_a_process_that_builds_its_task_late_is_waited_for(tmp_path_factory):
   cache miss beside a hit, the stop-21 CI failure): without the trainer's barrier, process 0's
   gloo communicator times out after 30 s and the run hangs."""
   workdir = tmp_path_factory.mktemp("late_process")
-  _wait(_start(2, 4, workdir, "bi_joint:tiny", delay_s={1: LATE_PROCESS_DELAY_S}))
+  _wait(_start(2, 4, workdir, "bi_joint:tiny", patch={1: f"delay={LATE_PROCESS_DELAY_S}"}))
   assert [l["step"] for l in _train_lines(workdir)] == list(range(1, STEPS + 1))
+
+
+@pytest.mark.slow
+def test_a_process_that_fails_ends_the_run(tmp_path_factory):
+  """Process 1 fails while process 0 waits for it at the trainer's first barrier: process 1
+  exits at once with its error (not waiting in jax's shutdown for a peer that never comes),
+  and process 0 is ended by the coordination service instead of waiting out the barrier's
+  30 minutes (once, a failed process left the job hanging)."""
+  workdir = tmp_path_factory.mktemp("failed_process")
+  start = time.monotonic()
+  (rc0, _, err0), (rc1, _, err1) = _wait(_start(2, 4, workdir, "target_only:tiny",
+                                                patch={1: "fail"}), must_succeed=False)
+  assert rc1 == 1, err1[-4000:]
+  assert "process 1 of 2 failed:" in err1 and "fails to build (on purpose)" in err1, err1[-4000:]
+  assert rc0 != 0, err0[-4000:]
+  assert time.monotonic() - start < TIMEOUT_S
 
 
 @pytest.mark.slow
