@@ -10,12 +10,19 @@ clipping, per-group AdamW). Rounds of `--steps` steps alternate between the two 
 compile) excluded. `--check` first compares the two first-step losses with dropout off.
 
   python experiments/bench_train_step.py [--presets tiny,cpu] [--steps 5] [--repeats 5]
-      [--threads N] [--out FILE.json]
+      [--threads N] [--set KEY=VALUE ...] [--out FILE.json]
 
---threads N (default: all cores) gives both implementations N threads: torch.set_num_threads(N);
-for JAX, N=1 sets XLA_FLAGS=--xla_cpu_multi_thread_eigen=false before JAX starts. On a shared,
-loaded machine multi-threaded runs (torch's OpenMP above all) are dominated by contention, so
-compare --threads 1 there as well.
+--set train.dropout_rng_impl=philox4x32 (repeatable) overrides a key of every preset's config
+for both implementations (the value is read as a Python literal, else kept as a string).
+
+--threads N (default: all cores) pins the process to its first N cores (os.sched_setaffinity,
+before JAX and torch start) and gives torch N threads (torch.set_num_threads). Pinning is what
+makes JAX single-threaded: `--xla_cpu_multi_thread_eigen=false`, which this flag set until
+2026-12-02, does not -- XLA:CPU's thunk executor and its YNNPACK dot fusions still ran on both
+cores (a 2-layer MiniLM forward + backward: 1.26 s with the flag, 1.26 s without, 2.38 s pinned
+to one core), so the earlier "--threads 1" rows below compare two-core JAX with one-thread
+torch, and their reading "JAX gains nothing from the second core" was this artifact.
+`bench_cpu_threads.py` times each op class pinned and unpinned.
 
 Measured on a shared 2-core x86 CPU (jax 0.10.2, torch 2.13.0, float32), while other test runs
 kept the load average at 6-10, so absolute rates are depressed and noisy; JAX / torch is the
@@ -57,11 +64,31 @@ none is made a default; both keep parity. JAX gains nothing from the second thre
 with 1, 13.0 with 2), as the issue says; the 2-thread ratios above are high only because torch's
 OpenMP collapses under contention (tiny: 10.8 ex/s with 2 threads, 186 with 1). The quiet-machine figures of the issue (cpu 0.67 with
 2 threads, 1.18 with 1) were not reproducible here.
+
+2026-12-02, a quiet machine (load average ~1: this benchmark alone), jax 0.10.2, torch 2.13.0,
+commit after 36e6650. The cpu preset now pools by the masked mean (MiniLM's recipe), which the
+torch reference had not learnt, so `--presets cpu` had stopped running; it pools as configured
+now (tests/test_bench_train_step.py). --threads 1 now pins both to one core (above):
+
+  command                                   preset  JAX    torch  JAX / torch  loss diff
+  bench_train_step.py --presets tiny,cpu    tiny    459.1  479.8  0.96         1.5e-08
+                                            cpu      31.1   46.2  0.67         0
+  bench_train_step.py --threads 1           tiny    286.7  381.2  0.75         1.5e-08
+                                            cpu      16.4   28.9  0.57         0
+
+JAX does use the second core: 1.90x from one pinned core to two at the cpu preset (torch 1.60x).
+What it loses is per-core speed. A trace of the cpu preset's encoder forward + backward with
+dropout (2 cores, ~1.8 s a step): dots (XLA's YNNPACK fusions) 0.99 s, transposes and copies
+around them (copy_bitcast / transpose_copy fusions) 0.27 s, broadcast-adds 0.21 s; dropout adds
+0.25-0.45 s to the step whichever PRNG draws its bits (rbg, threefry2x32 or philox4x32 keys:
+philox's bits are ~10x cheaper alone, `bench_cpu_threads.py`, but the full step did not move:
+`--set train.dropout_rng_impl=philox4x32`, cpu 0.67 against rbg's 0.68, --steps 3 --repeats 3).
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import pathlib
@@ -72,7 +99,7 @@ import time
 
 
 def _early_threads() -> int | None:
-  """--threads, read before JAX is imported (XLA reads its flags once, at start-up)."""
+  """--threads, read before JAX and torch are imported (their thread pools size themselves then)."""
   for i, a in enumerate(sys.argv):
     if a.startswith("--threads="):
       return int(a.split("=", 1)[1])
@@ -81,9 +108,17 @@ def _early_threads() -> int | None:
   return None
 
 
-if _early_threads() == 1:
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_cpu_multi_thread_eigen=false").strip()
+def pin_to_cores(n: int) -> list[int]:
+  """Restricts this process (and the threads it starts later) to its first `n` allowed cores."""
+  cores = sorted(os.sched_getaffinity(0))
+  if not 1 <= n <= len(cores):
+    raise SystemExit(f"--threads {n}: this process may use {len(cores)} cores")
+  os.sched_setaffinity(0, cores[:n])
+  return cores[:n]
+
+
+if _early_threads():
+  pin_to_cores(_early_threads())
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
@@ -99,6 +134,7 @@ from crossrec_jax import config_base
 from crossrec_jax.models import recommender
 from crossrec_jax.objectives import cross_encoder as ce_objective
 from crossrec_jax.objectives import losses
+from crossrec_jax.study import grid
 from crossrec_jax.train import optim
 from crossrec_jax.train import state as state_lib
 from crossrec_jax.train import step as step_lib
@@ -184,9 +220,29 @@ def check(config, src, tgt) -> float:
   return abs(float(jax_metrics["loss"]) - torch_loss["loss"])
 
 
+def parse_set(items: list[str]) -> dict:
+  """['a.b=1', ...] -> {'a': {'b': 1}}: values as Python literals where they parse, else str."""
+  out: dict = {}
+  for item in items:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+      raise SystemExit(f"--set {item!r}: expected KEY=VALUE, e.g. train.dropout_rng_impl=rbg")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    node = out
+    *parents, leaf = key.split(".")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return out
+
+
 def bench_preset(preset: str, steps: int, repeats: int, warmup: int, do_check: bool,
-                 dropout: bool = True):
+                 dropout: bool = True, overrides: dict | None = None):
   config = config_base.base_config(preset)
+  grid.apply_overrides(config, overrides or {}, where="--set")
   if not dropout:
     config = no_dropout(config)
   batch_size, seq = int(config.data.batch_size), int(max(config.data.buckets))
@@ -226,18 +282,23 @@ def main() -> None:
   parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compiling")
   parser.add_argument("--no-check", action="store_true", help="skip the loss parity check")
   parser.add_argument("--no-dropout", action="store_true", help="time without dropout")
-  parser.add_argument("--threads", type=int, default=0, help="threads per implementation "
-                      "(0: all cores; 1 also single-threads XLA, see the docstring)")
+  parser.add_argument("--threads", type=int, default=0, help="cores (and torch threads) for "
+                      "both implementations; 0: all cores (see the docstring)")
+  parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a config key of every preset (repeatable)")
   parser.add_argument("--out", help="write the results as JSON here")
   args = parser.parse_args()
-  torch.set_num_threads(args.threads or os.cpu_count() or 1)
+  overrides = parse_set(args.set)
+  torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
   rows = [bench_preset(p, args.steps, args.repeats, args.warmup, not args.no_check,
-                       dropout=not args.no_dropout) for p in args.presets.split(",")]
+                       dropout=not args.no_dropout, overrides=overrides)
+          for p in args.presets.split(",")]
   machine = {"platform": platform.platform(), "processor": platform.processor() or "?",
-             "cpu_count": os.cpu_count(), "jax_devices": [str(d) for d in jax.devices()],
+             "cpu_count": os.cpu_count(), "cores_used": sorted(os.sched_getaffinity(0)),
+             "jax_devices": [str(d) for d in jax.devices()],
              "jax": jax.__version__, "torch": torch.__version__,
              "torch_threads": torch.get_num_threads(),
-             "xla_flags": os.environ.get("XLA_FLAGS", "")}
+             "xla_flags": os.environ.get("XLA_FLAGS", ""), "overrides": args.set}
   print(f"Train step (joint + DANN: 3 losses, 1 backward, clip, per-group AdamW), float32, "
         f"{'no dropout' if args.no_dropout else 'dropout as configured (0.1)'}; "
         f"median of {args.repeats} rounds x {args.steps} steps, alternating implementations")

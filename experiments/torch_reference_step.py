@@ -3,7 +3,7 @@
 Not an experiment config (no get_config), and not used by the library: `bench_train_step.py`
 times it against our jitted JAX step. The model is `transformers.BertModel` with the *same
 weights* as a given `CrossEncoderRecommender` (exported with `export_torch_state`), the same
-CLS pooling, rating head (MLP -> sigmoid) and domain discriminator (MLP behind gradient
+pooling (CLS or the masked mean), rating head (MLP -> sigmoid) and domain discriminator (MLP behind gradient
 reversal), the same loss
 
     L = w_s * MSE(src, labelled) + w_t * MSE(tgt, labelled) + w_d * BCE(domain, src u tgt)
@@ -91,8 +91,9 @@ class TorchRecommender(torch.nn.Module):
         max_position_embeddings=cfg.max_position_embeddings,
         type_vocab_size=cfg.type_vocab_size, layer_norm_eps=cfg.layer_norm_eps)
     self.bert = transformers.BertModel(hf)
-    if model.pooling != "cls":
-      raise ValueError("the reference implements CLS pooling only")
+    if model.pooling not in ("cls", "mean"):
+      raise ValueError(f"the reference implements 'cls' and 'mean' pooling, not {model.pooling!r}")
+    self.pooling = model.pooling
     dims = lambda head: tuple(l.out_features for l in head.mlp.hidden)  # noqa: E731
     self.rating_head = MLP(cfg.hidden_size, dims(model.rating_head),
                            model.rating_head.mlp.dropout.rate)
@@ -105,8 +106,13 @@ class TorchRecommender(torch.nn.Module):
       raise ValueError(f"weights do not fit: missing {missing}, unexpected {unexpected}")
 
   def forward(self, batch: dict[str, torch.Tensor], lam: float):
-    h = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                  token_type_ids=batch["token_type_ids"]).last_hidden_state[:, 0]
+    hidden = self.bert(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       token_type_ids=batch["token_type_ids"]).last_hidden_state
+    if self.pooling == "cls":
+      h = hidden[:, 0]
+    else:  # `recommender.pool('mean')`: the average over real tokens, 0 for a row with none
+      w = (batch["attention_mask"] > 0).to(hidden.dtype)[..., None]
+      h = (hidden * w).sum(1) / w.sum(1).clamp(min=1.0)
     rating = torch.sigmoid(self.rating_head(h))
     return h, rating, self.discriminator(GradientReversal.apply(h, lam))
 
