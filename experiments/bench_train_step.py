@@ -19,8 +19,8 @@ for both implementations (the value is read as a Python literal, else kept as a 
 before JAX and torch start) and gives torch N threads (torch.set_num_threads). Pinning is what
 makes JAX single-threaded: `--xla_cpu_multi_thread_eigen=false`, which this flag set until
 2026-12-02, does not -- XLA:CPU's thunk executor and its YNNPACK dot fusions still ran on both
-cores (a 2-layer MiniLM forward + backward: 1.26 s with the flag, 1.26 s without, 2.38 s pinned
-to one core), so the earlier "--threads 1" rows below compare two-core JAX with one-thread
+cores (the cpu preset's encoder forward + backward with dropout: 2.21 s with the flag, 2.28 s
+without, 3.63 s pinned to one core; `bench_cpu_threads.py --repeats 10`, 2026-12-02), so the earlier "--threads 1" rows below compare two-core JAX with one-thread
 torch, and their reading "JAX gains nothing from the second core" was this artifact.
 `bench_cpu_threads.py` times each op class pinned and unpinned.
 
@@ -66,7 +66,7 @@ OpenMP collapses under contention (tiny: 10.8 ex/s with 2 threads, 186 with 1). 
 2 threads, 1.18 with 1) were not reproducible here.
 
 2026-12-02, a quiet machine (load average ~1: this benchmark alone), jax 0.10.2, torch 2.13.0,
-commit after 36e6650. The cpu preset now pools by the masked mean (MiniLM's recipe), which the
+the tree committed as 4b55041. The cpu preset now pools by the masked mean (MiniLM's recipe), which the
 torch reference had not learnt, so `--presets cpu` had stopped running; it pools as configured
 now (tests/test_bench_train_step.py). --threads 1 now pins both to one core (above):
 
@@ -77,8 +77,9 @@ now (tests/test_bench_train_step.py). --threads 1 now pins both to one core (abo
                                             cpu      16.4   28.9  0.57         0
 
 JAX does use the second core: 1.90x from one pinned core to two at the cpu preset (torch 1.60x).
-What it loses is per-core speed. A trace of the cpu preset's encoder forward + backward with
-dropout (2 cores, ~1.8 s a step): dots (XLA's YNNPACK fusions) 0.99 s, transposes and copies
+What it loses is per-core speed. A jax.profiler trace of the cpu preset's encoder forward +
+backward with dropout (2 cores, ~1.8 s a step; traced and summed by op name ad hoc, not by a
+script here -- `train.profile_steps` writes such traces of real runs): dots (XLA's YNNPACK fusions) 0.99 s, transposes and copies
 around them (copy_bitcast / transpose_copy fusions) 0.27 s, broadcast-adds 0.21 s; dropout adds
 0.25-0.45 s to the step whichever PRNG draws its bits (rbg, threefry2x32 or philox4x32 keys:
 philox's bits are ~10x cheaper alone, `bench_cpu_threads.py`, but the full step did not move:
@@ -108,13 +109,12 @@ def _early_threads() -> int | None:
   return None
 
 
-def pin_to_cores(n: int) -> list[int]:
+def pin_to_cores(n: int) -> None:
   """Restricts this process (and the threads it starts later) to its first `n` allowed cores."""
   cores = sorted(os.sched_getaffinity(0))
   if not 1 <= n <= len(cores):
     raise SystemExit(f"--threads {n}: this process may use {len(cores)} cores")
   os.sched_setaffinity(0, cores[:n])
-  return cores[:n]
 
 
 if _early_threads():
