@@ -9,7 +9,7 @@ TORCH_PKG   := torch==2.13.0
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k bert -x"`.
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-latest clean-venv
+.PHONY: demo test test-8-devices test-latest clean-venv
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,12 @@ demo: $(VENV)/.stamp-runtime
 
 test: $(VENV)/.stamp-torch $(VENV)/.stamp-runtime
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The whole suite on a host that shows 8 (fake CPU) devices: every mesh, step, checkpoint and study
+# data-parallel over 8. About as long as `make test` again, so CI runs only the files in
+# .ci/eight_device_files this way (docs/reliability.md, "Eight devices").
+test-8-devices: $(VENV)/.stamp-torch $(VENV)/.stamp-runtime
+	XLA_FLAGS=--xla_force_host_platform_device_count=8 $(PY) -m pytest -q $(PYTEST_ARGS)
 
 # `make test-latest`: the suite on the newest releases, on Python 3.12, in its own venv: no lock
 # file (`pyproject.toml`'s loose ranges, upgraded eagerly on every call) and no torch (the torch
