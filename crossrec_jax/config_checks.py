@@ -1,4 +1,4 @@
-"""Range checks of every numeric config key, run by main.py before any work or any file.
+"""Range checks of every numeric config key (and the choices of a few string keys), run by main.py before any work or any file.
 
     check_config(config)        # ConfigError naming the first bad key, e.g.
                                 # "config.train.log_every = 0: must be an int >= 1"
@@ -40,6 +40,11 @@ def _int(lo: int | None = None, *, or_minus_one: bool = False) -> tuple[str, Cal
       return False
     return (or_minus_one and v == -1) or lo is None or v >= lo
   return text, ok
+
+
+def _one_of(*choices: str) -> tuple[str, Callable]:
+  """A string key with a closed set of values (e.g. model.hybrid.neighbour_prior)."""
+  return "one of " + ", ".join(repr(c) for c in choices), lambda v: v in choices
 
 
 def _num(lo: float | None = None, hi: float | None = None, *, lo_open: bool = False,
@@ -108,6 +113,10 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.hybrid.hidden", _int(1)), ("model.hybrid.neighbours", _int(0)),
     ("model.hybrid.text_dims", _int(0)),
     ("model.hybrid.neighbour_scale", _num(0.0)), ("model.hybrid.init_scale", _num(0.0)),
+    ("model.hybrid.source_prior_shrink", _num(0.0)), ("model.hybrid.offset_shrink", _num(0.0)),
+    ("model.hybrid.tower_out_scale", _num(0.0)),
+    ("model.hybrid.id_domains", _one_of("both", "target", "source")),
+    ("model.hybrid.neighbour_prior", _one_of("learnt_bias", "source_mean")),
     ("model.hybrid.item_max_len", _int(1)), ("model.hybrid.item_batch_size", _int(1)),
     ("optimizer.max_grad_norm", _num(0.0)),
     ("train.grad_accum_steps", _int(1)),  # micro-batches per step (1: none)

@@ -55,6 +55,16 @@ def test_out_of_range_values_name_the_key(key, value, says):
   assert str(e.value).startswith(f"config.{key} = ") and says in str(e.value), str(e.value)
 
 
+@pytest.mark.parametrize("key,value", [("id_domains", "all"), ("neighbour_prior", "mean"),
+                                       ("source_prior_shrink", -1.0), ("offset_shrink", math.nan)])
+def test_the_hybrid_models_keys_are_checked(key, value):
+  config = configs.load("hybrid_joint:tiny")
+  config_checks.check_config(config)
+  config.model.hybrid[key] = value
+  with pytest.raises(config_checks.ConfigError, match=rf"^config\.model\.hybrid\.{key} = "):
+    config_checks.check_config(config)
+
+
 def test_workdir_checks(tmp_path):
   config_checks.check_workdir(str(tmp_path / "new" / "run"))  # creatable: fine
   assert not (tmp_path / "new").exists()  # and nothing was created

@@ -154,6 +154,66 @@ def test_neighbour_prior_lends_a_source_bias_to_a_target_item():
   assert after - before == pytest.approx(0.2, abs=1e-3)  # the exact-text source item's bias
 
 
+def test_source_item_prior_is_each_items_shrunk_mean_offset():
+  item = np.array([0, 0, 1, 3])
+  label = np.array([1.0, 0.5, 0.0, 0.5])  # mean 0.5
+  got = hybrid.source_item_prior(item, label, num_items=5, shrink=2.0)
+  np.testing.assert_allclose(got, [(0.5 + 0.0) / (2 + 2), -0.5 / (1 + 2), 0.0, 0.0, 0.0])
+  with pytest.raises(ValueError, match="as many items as labels"):
+    hybrid.source_item_prior(item, label[:3], num_items=5, shrink=2.0)
+
+
+def test_with_a_source_prior_the_neighbours_lend_it_not_their_learnt_bias():
+  rng = np.random.default_rng(0)
+  raw = rng.normal(size=(7, 6)).astype(np.float32)
+  raw[3 + 0] = raw[2]  # target item 0 has the text of source item 2
+  nb = hybrid.text_neighbours(raw, 3, 2)
+  lent = np.array([0.0, 0.0, 0.3], np.float32)
+  model = hybrid.HybridRatingModel(hybrid.standardise(raw), num_users=(2, 3), num_items=(3, 4),
+                                   dim=4, hidden=8, dropout=0.0, id_dropout=0.0, neighbours=nb,
+                                   source_prior=lent, neighbour_scale=200.0, rngs=nnx.Rngs(0))
+  batch = {"domain": jnp.array([1]), "user": jnp.array([0]), "item": jnp.array([0]),
+           "history_item": jnp.array([[-1, -1, -1]]), "history_rating": jnp.array([[-1.0] * 3])}
+  with_prior = float(model(batch, deterministic=True)["rating"][0])
+  model.rating_head.item_bias[...] = model.rating_head.item_bias[...].at[2].set(0.2)
+  assert float(model(batch, deterministic=True)["rating"][0]) == pytest.approx(with_prior)
+  model.source_prior[...] = jnp.zeros(3)
+  assert with_prior - float(model(batch, deterministic=True)["rating"][0]) == pytest.approx(
+      0.3, abs=1e-3)
+  with pytest.raises(ValueError, match="one value per source item"):
+    hybrid.HybridRatingModel(hybrid.standardise(raw), num_users=(2, 3), num_items=(3, 4),
+                             dim=4, hidden=8, neighbours=nb, source_prior=lent[:2],
+                             rngs=nnx.Rngs(0))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["joint", "target_only"])
+def test_the_source_mean_prior_reads_the_source_ratings_only(method):
+  from crossrec_jax import tasks
+  config = configs.load(f"hybrid_{method}:tiny")
+  config.model.hybrid.update(dict(init_biases=True, neighbour_prior="source_mean"))
+  task = tasks.make_task(config)
+  pair = task.data.pair
+  got = task.source_prior()
+  if method == "target_only":  # no phase reads source labels: nothing to lend
+    np.testing.assert_array_equal(got, np.zeros(len(pair.source.items)))
+  else:
+    inter = pair.source.interactions
+    want = hybrid.source_item_prior(inter.item, pair.source.scale.normalise(inter.rating),
+                                    len(pair.source.items), config.model.hybrid.source_prior_shrink)
+    np.testing.assert_allclose(got, want)
+    assert np.abs(got).max() > 0
+  model = task.build_model(nnx.Rngs(0))
+  np.testing.assert_allclose(np.asarray(model.source_prior[...]), got)
+  init = task.initial_biases(task.neighbours())
+  if method == "joint":  # a target item without a label starts at its neighbours' prior
+    n_src = len(pair.source.items)
+    unlabelled = np.setdiff1d(np.arange(len(pair.target.items)), task._labelled("target_train")[1])  # pylint: disable=protected-access
+    np.testing.assert_allclose(init["item_bias"][n_src + unlabelled], 0.0, atol=1e-12)
+  config.model.hybrid.neighbour_prior = "learnt_bias"
+  assert tasks.make_task(config).source_prior() is None
+
+
 @pytest.mark.slow
 def test_tiny_hybrid_study_end_to_end(tmp_path):
   """The study runs the hybrid task on the cross-encoder's cells and protocol, cold items too."""
@@ -227,3 +287,23 @@ def test_the_study_scores_the_parameters_selected_on_valid(tmp_path):
   config.train.select = ""
   _, unselected = finished.restore_selected(config, tmp_path)
   assert all(np.array_equal(a, b) for a, b in zip(leaves(unselected), leaves(last)))
+
+
+@pytest.mark.slow
+def test_with_eval_at_start_the_untrained_state_can_be_the_selection(tmp_path):
+  """`train.eval_at_start`: a target-valid evaluation before the first step, which `train.select`
+  keeps when every trained state is worse (here a learning rate that wrecks the model)."""
+  from crossrec_jax.train import trainer
+  config = configs.load("hybrid_target_only:tiny")
+  config.model.hybrid.init_biases = True
+  config.train.update(dict(tensorboard=False, eval_every=2, select="rmse", final_eval=(),
+                           eval_at_start=True))
+  for group in ("encoder", "rating_head"):
+    config.optimizer[group].update(dict(lr=2.0, weight_decay=0.0))
+  trainer.train_and_evaluate(config, str(tmp_path))
+  lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  valid = [l for l in lines if l.get("split") == "target_valid"]
+  assert valid[0]["global_step"] == 0 and len(valid) > 1, valid
+  final = json.loads((tmp_path / "final_metrics.json").read_text())
+  assert final["selected_at"]["global_step"] == 0, final["selected_at"]
+  assert all(l["rmse"] > valid[0]["rmse"] for l in valid[1:])

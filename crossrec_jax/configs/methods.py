@@ -76,9 +76,18 @@ def bi_encoder_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
 def hybrid_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
   """The `get_config(preset)` of the hybrid text + ID model trained by `method` (the
   `hybrid_<method>` configs): `config_base.base_config(preset, kind="hybrid")` with the method's
-  phases at `config_base.HYBRID_STEPS`."""
+  phases at `config_base.HYBRID_STEPS`, plus `config_base.HYBRID_TRANSFER` when a phase trains
+  on source labels."""
   def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
-    config = config_base.base_config(preset, kind="hybrid")
-    return apply(config, method, **config_base.HYBRID_STEPS[preset])
+    config = apply(config_base.base_config(preset, kind="hybrid"), method,
+                   **config_base.HYBRID_STEPS[preset])
+    if config_base.labels_used(config)[0]:  # a transfer method: config_base.HYBRID_TRANSFER
+      for key, value in config_base.HYBRID_TRANSFER.items():
+        section, _, leaf = key.rpartition(".")
+        node = config
+        for part in section.split("."):
+          node = node[part]
+        node[leaf] = value
+    return config
 
   return get_config

@@ -15,14 +15,18 @@ by the frozen MiniLM (`tasks/item_cache.py`), and a small model on top predicts 
   p_text      user tower over the ID history (SVD++'s implicit feedback with text item vectors):
               the mean of the history's text vectors, their rating-weighted mean (ratings only
               where the example may show them), and counts
-  offset(u)   the user's shrunk mean residual over the history's shown ratings (`user_offset`):
-              a bias model's closed-form user bias, read from the example, so a user whose few
-              ratings trained no ID still gets one
+  offset(u)   the user's shrunk mean residual over the history's shown ratings (`user_offset`,
+              shrunk by `offset_shrink`): a bias model's closed-form user bias, read from the
+              example, so a user whose few ratings trained no ID still gets one
+              (`history_offset=False` leaves it out: the user effect is then b_u and the towers')
   prior(i)    the text-neighbour prior: the k source items whose MiniLM vectors are nearest the
               item's lend it their learnt ID bias (and embedding), softmax(s * cosine)-weighted
               (`text_neighbours`, precomputed). The language model's way to a title prior: an
               item whose text the source rated transfers that rating, one whose text is new
-              borrows from similar texts (a source item is never its own neighbour)
+              borrows from similar texts (a source item is never its own neighbour). With
+              `source_prior` the neighbours lend a fixed value instead of their learnt bias: each
+              source item's shrunk mean rating offset (`source_item_prior`), which transfers
+              better than the bias of a model fitted with user biases (README, "Transfer study")
   b_u, b_i, e_u, e_i   ID biases / embeddings, each dropped with probability `id_dropout` in
               training (one keep mask per user and per item), so users and items without ratings
               fall back to text. `id_domains`: which domains' examples use them -- 'both';
@@ -52,7 +56,7 @@ from flax import nnx
 from crossrec_jax.models import heads as heads_lib
 
 __all__ = ["ItemTextVectors", "TextTowers", "IdTables", "HybridRatingModel", "standardise",
-           "history_summary", "text_neighbours"]
+           "history_summary", "text_neighbours", "source_item_prior"]
 
 # Which domains' examples use the ID tables: 'target' learns the source through text alone, so
 # that what transfers (the towers) has to carry the source's item and user effects; 'both'.
@@ -67,6 +71,25 @@ class ItemTextVectors(nnx.Variable):
 
 class SourceNeighbours(nnx.Variable):
   """[I, k] int32 source items nearest each item's text, or their [I, k] cosine similarities."""
+
+
+class SourcePrior(nnx.Variable):
+  """[I_source] what each source item lends its text neighbours (not trained; `source_item_prior`)."""
+
+
+def source_item_prior(item: np.ndarray, label: np.ndarray, num_items: int,
+                      shrink: float) -> np.ndarray:
+  """[num_items] each item's mean label offset from the labels' mean, shrunk towards 0:
+  sum(label - mean) / (count + shrink) (0 for an item without a label). Unlike an item bias fitted
+  beside user biases it keeps who rated the item in it, as the title prior's source mean does:
+  that is what a target rater of the same text sees too (measured: README, "Transfer study")."""
+  item = np.asarray(item, np.int64)
+  label = np.asarray(label, np.float64)
+  if item.shape != label.shape or not item.size:
+    raise ValueError(f"source_item_prior needs as many items as labels, at least one "
+                     f"(got {item.shape} and {label.shape})")
+  dev = np.bincount(item, weights=label - label.mean(), minlength=num_items)
+  return (dev / (np.bincount(item, minlength=num_items) + float(shrink))).astype(np.float32)
 
 
 def text_neighbours(vectors: np.ndarray, num_source: int, k: int,
@@ -124,20 +147,21 @@ def history_summary(text: jax.Array, history_item: jax.Array, history_rating: ja
   return jnp.concatenate([mean_all, mean_rated, shrunk, jnp.log1p(n_shown), jnp.log1p(n_all)], -1)
 
 
-def user_offset(history_rating: jax.Array, expected: jax.Array) -> jax.Array:
+def user_offset(history_rating: jax.Array, expected: jax.Array, shrink: float = SHRINK
+                ) -> jax.Array:
   """[B]: the user's shrunk mean residual over the history's shown ratings,
-  sum(r_j - expected_j) / (n_shown + SHRINK): the closed-form user bias of a bias model, read
+  sum(r_j - expected_j) / (n_shown + shrink): the closed-form user bias of a bias model, read
   from the example, so a user whose few ratings trained no ID still gets one (history_rating -1 =
   not shown; `expected` [B, K] the model's rating of each history item without the user)."""
   shown = (history_rating >= 0).astype(jnp.float32)
-  return jnp.sum(shown * (history_rating - expected), -1) / (jnp.sum(shown, -1) + SHRINK)
+  return jnp.sum(shown * (history_rating - expected), -1) / (jnp.sum(shown, -1) + shrink)
 
 
 class TextTowers(nnx.Module):
   """Item tower MLP(t_i) -> (q [dim], b_text) and user tower MLP(history summary) -> (p, b_hist)."""
 
   def __init__(self, text_dim: int, dim: int, hidden: int, dropout: float, *,
-               neighbour_scale: float = 20.0, rngs: nnx.Rngs):
+               neighbour_scale: float = 20.0, out_scale: float = 0.1, rngs: nnx.Rngs):
     # The shared scalars train with the towers (the `encoder` group), not with the sparse ID
     # tables, so that the tables' learning rate can be set low on its own.
     self.mu = nnx.Param(jnp.full((), 0.5, jnp.float32))
@@ -148,9 +172,10 @@ class TextTowers(nnx.Module):
     self.offset_weight = nnx.Param(jnp.ones((), jnp.float32))
     self.item = heads_lib.MLP(text_dim, (hidden,), dim + 1, dropout=dropout, rngs=rngs)
     self.user = heads_lib.MLP(2 * text_dim + 3, (hidden,), dim + 1, dropout=dropout, rngs=rngs)
-    # Small outputs at init: the prediction starts near mu, not at a random offset of O(1).
+    # Small outputs at init: the prediction starts near mu, not at a random offset of O(1);
+    # out_scale 0 starts the towers at exactly 0, so an init_biases model starts at its fit.
     for mlp in (self.item, self.user):
-      mlp.out.kernel[...] = 0.1 * mlp.out.kernel[...]
+      mlp.out.kernel[...] = out_scale * mlp.out.kernel[...]
 
   def __call__(self, item_text: jax.Array, summary: jax.Array, *, deterministic: bool
                ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -184,7 +209,9 @@ class HybridRatingModel(nnx.Module):
                id_biases: bool = True, id_dropout: float = 0.1, id_domains: str = "both",
                text_features: bool = True,
                neighbours: tuple[np.ndarray, np.ndarray] | None = None,
-               neighbour_scale: float = 20.0, init_scale: float = 0.01, discriminator_hidden: tuple[int, ...] = (64,),
+               source_prior: np.ndarray | None = None,
+               neighbour_scale: float = 20.0, offset_shrink: float = SHRINK,
+               tower_out_scale: float = 0.1, history_offset: bool = True, init_scale: float = 0.01, discriminator_hidden: tuple[int, ...] = (64,),
                discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
                rngs: nnx.Rngs):
     if text.shape[0] != sum(num_items):
@@ -195,6 +222,8 @@ class HybridRatingModel(nnx.Module):
       raise ValueError(f"model.hybrid.id_domains must be one of {ID_DOMAINS}, got {id_domains!r}")
     self.id_biases, self.text_features = bool(id_biases), bool(text_features)
     self.id_domains = id_domains
+    self.offset_shrink = float(offset_shrink)
+    self.history_offset = bool(history_offset)
     self.text = ItemTextVectors(jnp.asarray(text, jnp.float32))
     self.use_neighbours = neighbours is not None
     if neighbours is not None:
@@ -202,8 +231,15 @@ class HybridRatingModel(nnx.Module):
         raise ValueError(f"neighbours of {neighbours[0].shape[0]} items for {text.shape[0]}")
       self.neighbour_index = SourceNeighbours(jnp.asarray(neighbours[0], jnp.int32))
       self.neighbour_sim = SourceNeighbours(jnp.asarray(neighbours[1], jnp.float32))
+    self.use_source_prior = source_prior is not None
+    if source_prior is not None:
+      if neighbours is None or np.shape(source_prior) != (int(num_items[0]),):
+        raise ValueError(f"source_prior needs neighbours and one value per source item "
+                         f"({int(num_items[0])}), got shape {np.shape(source_prior)}")
+      self.source_prior = SourcePrior(jnp.asarray(source_prior, jnp.float32))
     self.encoder = TextTowers(text.shape[1], dim, hidden, dropout,
-                              neighbour_scale=neighbour_scale, rngs=rngs)
+                              neighbour_scale=neighbour_scale, out_scale=tower_out_scale,
+                              rngs=rngs)
     self.rating_head = IdTables(sum(num_users), sum(num_items), dim,
                                 embeddings=id_embeddings, init_scale=init_scale, rngs=rngs)
     self.id_dropout = nnx.Dropout(id_dropout, rngs=rngs)
@@ -224,6 +260,11 @@ class HybridRatingModel(nnx.Module):
         raise ValueError(f"item_bias of shape {np.shape(item_bias)} for "
                          f"{self.rating_head.item_bias[...].shape} items")
       self.rating_head.item_bias[...] = jnp.asarray(item_bias, jnp.float32)
+
+  def _lent_bias(self, item_bias: jax.Array) -> jax.Array:
+    """What the neighbours lend (indexed by source item): the fixed source prior, or the learnt
+    ID biases (source rows first, so a neighbour index is also an index into the whole table)."""
+    return self.source_prior[...] if self.use_source_prior else item_bias
 
   def _global(self, ids: jax.Array, domain: jax.Array, offsets: tuple[int, int]) -> jax.Array:
     return jnp.where(domain > 0, ids + offsets[1], ids + offsets[0])
@@ -263,10 +304,12 @@ class HybridRatingModel(nnx.Module):
       if self.use_neighbours:  # and their text-neighbour prior, as the candidate's below
         w = jax.nn.softmax(jax.lax.stop_gradient(self.encoder.neighbour_scale[...])
                            * self.neighbour_sim[...][safe], axis=-1)
-        prior = jnp.sum(w * item_bias[self.neighbour_index[...][safe]], -1)
+        prior = jnp.sum(w * self._lent_bias(item_bias)[self.neighbour_index[...][safe]], -1)
         expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
-    offset = user_offset(jnp.where(hist >= 0, batch["history_rating"], -1.0), expected)
-    if self.text_features:  # the ID-only ablation is plain biased MF: no history evidence either
+    offset = user_offset(jnp.where(hist >= 0, batch["history_rating"], -1.0), expected,
+                         self.offset_shrink)
+    # The ID-only ablation is plain biased MF: no history evidence either.
+    if self.text_features and self.history_offset:
       pred = pred + self.encoder.offset_weight[...] * offset
     p_full, q_full = p, q
     if ids.embeddings:
@@ -281,7 +324,7 @@ class HybridRatingModel(nnx.Module):
       w = jax.nn.softmax(self.encoder.neighbour_scale[...] * self.neighbour_sim[...][item], axis=-1)
       use = jnp.where(domain > 0, 1.0, 1.0 - keep_i)
       if self.id_biases:
-        pred = pred + use * jnp.sum(w * ids.item_bias[...][nb], -1)
+        pred = pred + use * jnp.sum(w * self._lent_bias(ids.item_bias[...])[nb], -1)
       if ids.embeddings:
         q_full = q_full + use[:, None] * jnp.einsum("bk,bkd->bd", w, ids.item_embedding[...][nb])
     pred = pred + jnp.sum(p_full * q_full, -1)

@@ -47,6 +47,9 @@ def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarra
 
 
 labels_used = config_base.labels_used  # which domains' ratings the phases read
+# What an item's text neighbours lend it (`source_prior`): their learnt ID biases, or each source
+# item's shrunk mean rating offset.
+NEIGHBOUR_PRIORS = ("learnt_bias", "source_mean")
 
 
 class HybridTask(cross_encoder.CrossEncoderTask):
@@ -71,6 +74,26 @@ class HybridTask(cross_encoder.CrossEncoderTask):
     if k <= 0:
       return None
     return hybrid_lib.text_neighbours(self.raw_text_vectors(), len(self.data.pair.source.items), k)
+
+  def source_prior(self) -> np.ndarray | None:
+    """What source items lend their text neighbours with `model.hybrid.neighbour_prior` =
+    'source_mean': each one's shrunk mean rating offset over every rating of the (subsampled)
+    source domain, the rows the title-prior baseline reads too (no target row, and the source is
+    never scored). Zeros when no phase uses source labels (target_only: nothing to lend); None
+    with 'learnt_bias' (the neighbours lend their learnt ID biases)."""
+    h = self.config.model.hybrid
+    kind = str(h.get("neighbour_prior", "learnt_bias"))
+    if kind not in NEIGHBOUR_PRIORS:
+      raise ValueError(f"model.hybrid.neighbour_prior must be one of {NEIGHBOUR_PRIORS}, got "
+                       f"{kind!r}")
+    if kind == "learnt_bias" or int(h.neighbours) <= 0:
+      return None
+    source = self.data.pair.source
+    if not labels_used(self.config)[0]:
+      return np.zeros(len(source.items), np.float32)
+    inter = source.interactions
+    return hybrid_lib.source_item_prior(inter.item, source.scale.normalise(inter.rating),
+                                        len(source.items), float(h.source_prior_shrink))
 
   def _labelled(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, item, label on [0, 1]) of the labelled rows of a training set."""
@@ -104,7 +127,9 @@ class HybridTask(cross_encoder.CrossEncoderTask):
     if neighbours is not None and rows[0] is not None:
       index, sims = neighbours[0][num_items[0]:], neighbours[1][num_items[0]:]
       w = np.exp(float(h.neighbour_scale) * (sims - sims.max(1, keepdims=True)))
-      prior = np.sum(w / w.sum(1, keepdims=True) * item_bias[0][index], 1)
+      lent = self.source_prior()
+      lent = item_bias[0] if lent is None else lent
+      prior = np.sum(w / w.sum(1, keepdims=True) * lent[index], 1)
     if rows[1] is not None:
       mu[1], _, b_t = bias_ridge.fit_biases(*rows[1], num_users[1], num_items[1], prior=prior)
       item_bias[1] = b_t - prior
@@ -131,7 +156,11 @@ class HybridTask(cross_encoder.CrossEncoderTask):
         id_embeddings=bool(h.id_embeddings), id_biases=bool(h.id_biases),
         id_dropout=float(h.id_dropout), id_domains=str(h.id_domains),
         text_features=bool(h.text_features), neighbours=self.neighbours(),
+        source_prior=self.source_prior(),
         neighbour_scale=float(h.neighbour_scale),
+        offset_shrink=float(h.get("offset_shrink", hybrid_lib.SHRINK)),
+        tower_out_scale=float(h.get("tower_out_scale", 0.1)),
+        history_offset=bool(h.get("history_offset", True)),
         init_scale=float(h.init_scale), discriminator_hidden=tuple(m.discriminator.hidden),
         discriminator_dropout=float(m.discriminator.dropout),
         reverse_gradient=bool(m.discriminator.reverse_gradient), rngs=rngs)

@@ -291,6 +291,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         batches = pipeline.DevicePrefetch(host_batches, put, size=PREFETCH)
         distributed.barrier(f"phase {p_i} start")  # after the restore or the state's creation
         info = {"phase": phase.name, "phase_index": p_i}
+        if bool(tc.get("eval_at_start", False)) and p_i == 0 and step == 0:
+          # The untrained state is a candidate too: a model started at a closed-form fit (the
+          # hybrid's init_biases) may be best before a step changes it; `train.select` sees it.
+          state, _ = eval_valid(state, {"phase": phase.name, "step": 0, "global_step": 0}, info)
         examples_per_step = (task.batch_size * use_source + task.target_batch_size * use_target)
         count_flops = flops_of[(alignment.kind, use_source, use_target)]
 
