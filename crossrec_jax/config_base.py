@@ -318,9 +318,13 @@ def _hybrid(c: ml_collections.ConfigDict, preset: str) -> None:
 # neighbours lend each source item's mean rating offset (shrunk by 3) instead of their learnt ID
 # bias, and no history user offset (joint mean valid RMSE 1.0133 -> 1.0022, source_only 1.0837
 # -> 1.0588).
-HYBRID_TRANSFER = {"model.hybrid.neighbour_prior": "source_mean",
-                   "model.hybrid.source_prior_shrink": 3.0,
-                   "model.hybrid.history_offset": False}
+# Keys of config.model.hybrid.
+HYBRID_TRANSFER = dict(neighbour_prior="source_mean", source_prior_shrink=3.0, history_offset=False)
+# What an item's text neighbours lend it (`model.hybrid.neighbour_prior`, tasks/hybrid.py): their
+# learnt ID biases, or each source item's shrunk mean rating offset.
+NEIGHBOUR_PRIORS = ("learnt_bias", "source_mean")
+# Whose examples use the hybrid's ID tables (`model.hybrid.id_domains`, models/hybrid.py).
+HYBRID_ID_DOMAINS = ("both", "target", "source")
 
 HYBRID_STEPS = {"tiny": dict(source=6, target=6, joint=6),
                 "cpu": dict(source=800, target=400, joint=800),

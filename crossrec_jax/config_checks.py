@@ -1,4 +1,5 @@
-"""Range checks of every numeric config key (and the choices of a few string keys), run by main.py before any work or any file.
+"""Range checks of every numeric config key (and the values of a few string keys), run by main.py
+before any work or any file.
 
     check_config(config)        # ConfigError naming the first bad key, e.g.
                                 # "config.train.log_every = 0: must be an int >= 1"
@@ -22,6 +23,8 @@ import tempfile
 from typing import Any, Callable
 
 import ml_collections
+
+from crossrec_jax import config_base
 
 __all__ = ["ConfigError", "RULES", "check_config", "check_workdir", "flatten", "rule_for"]
 
@@ -115,8 +118,8 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.hybrid.neighbour_scale", _num(0.0)), ("model.hybrid.init_scale", _num(0.0)),
     ("model.hybrid.source_prior_shrink", _num(0.0)), ("model.hybrid.offset_shrink", _num(0.0)),
     ("model.hybrid.tower_out_scale", _num(0.0)),
-    ("model.hybrid.id_domains", _one_of("both", "target", "source")),
-    ("model.hybrid.neighbour_prior", _one_of("learnt_bias", "source_mean")),
+    ("model.hybrid.id_domains", _one_of(*config_base.HYBRID_ID_DOMAINS)),
+    ("model.hybrid.neighbour_prior", _one_of(*config_base.NEIGHBOUR_PRIORS)),
     ("model.hybrid.item_max_len", _int(1)), ("model.hybrid.item_batch_size", _int(1)),
     ("optimizer.max_grad_norm", _num(0.0)),
     ("train.grad_accum_steps", _int(1)),  # micro-batches per step (1: none)

@@ -81,13 +81,8 @@ def hybrid_config(method: str) -> Callable[..., ml_collections.ConfigDict]:
   def get_config(preset: str = "tiny") -> ml_collections.ConfigDict:
     config = apply(config_base.base_config(preset, kind="hybrid"), method,
                    **config_base.HYBRID_STEPS[preset])
-    if config_base.labels_used(config)[0]:  # a transfer method: config_base.HYBRID_TRANSFER
-      for key, value in config_base.HYBRID_TRANSFER.items():
-        section, _, leaf = key.rpartition(".")
-        node = config
-        for part in section.split("."):
-          node = node[part]
-        node[leaf] = value
+    if config_base.labels_used(config)[0]:  # a transfer method
+      config.model.hybrid.update(config_base.HYBRID_TRANSFER)
     return config
 
   return get_config

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from crossrec_jax import config_base
 from crossrec_jax.models import heads as heads_lib
 
 __all__ = ["ItemTextVectors", "TextTowers", "IdTables", "HybridRatingModel", "standardise",
@@ -60,7 +61,7 @@ __all__ = ["ItemTextVectors", "TextTowers", "IdTables", "HybridRatingModel", "st
 
 # Which domains' examples use the ID tables: 'target' learns the source through text alone, so
 # that what transfers (the towers) has to carry the source's item and user effects; 'both'.
-ID_DOMAINS = ("both", "target", "source")
+ID_DOMAINS = config_base.HYBRID_ID_DOMAINS
 # Shrinkage of the user's mean shown rating: (sum of deviations) / (count + SHRINK).
 SHRINK = 3.0
 
@@ -211,7 +212,8 @@ class HybridRatingModel(nnx.Module):
                neighbours: tuple[np.ndarray, np.ndarray] | None = None,
                source_prior: np.ndarray | None = None,
                neighbour_scale: float = 20.0, offset_shrink: float = SHRINK,
-               tower_out_scale: float = 0.1, history_offset: bool = True, init_scale: float = 0.01, discriminator_hidden: tuple[int, ...] = (64,),
+               tower_out_scale: float = 0.1, history_offset: bool = True,
+               init_scale: float = 0.01, discriminator_hidden: tuple[int, ...] = (64,),
                discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
                rngs: nnx.Rngs):
     if text.shape[0] != sum(num_items):
@@ -266,6 +268,23 @@ class HybridRatingModel(nnx.Module):
     ID biases (source rows first, so a neighbour index is also an index into the whole table)."""
     return self.source_prior[...] if self.use_source_prior else item_bias
 
+  def _history_offset(self, hist: jax.Array, history_rating: jax.Array, domain: jax.Array
+                      ) -> jax.Array:
+    """[B] `user_offset`: the residuals of the history's shown ratings against mu + the history
+    items' ID biases and text-neighbour prior (stop_gradient: the offset reads the biases, it
+    does not train them)."""
+    expected = self.encoder.mu[...] + self.encoder.domain_offset[...][domain][:, None]
+    if self.id_biases:
+      item_bias = jax.lax.stop_gradient(self.rating_head.item_bias[...])
+      safe = jnp.maximum(hist, 0)
+      expected = expected + item_bias[safe]
+      if self.use_neighbours:  # and their text-neighbour prior, as the candidate's in __call__
+        w = jax.nn.softmax(jax.lax.stop_gradient(self.encoder.neighbour_scale[...])
+                           * self.neighbour_sim[...][safe], axis=-1)
+        prior = jnp.sum(w * self._lent_bias(item_bias)[self.neighbour_index[...][safe]], -1)
+        expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
+    return user_offset(jnp.where(hist >= 0, history_rating, -1.0), expected, self.offset_shrink)
+
   def _global(self, ids: jax.Array, domain: jax.Array, offsets: tuple[int, int]) -> jax.Array:
     return jnp.where(domain > 0, ids + offsets[1], ids + offsets[0])
 
@@ -294,22 +313,9 @@ class HybridRatingModel(nnx.Module):
     keep_u, keep_i = keep[:, 0], keep[:, 1]
     if self.id_biases:
       pred = pred + keep_u * ids.user_bias[...][user] + keep_i * ids.item_bias[...][item]
-    # The user's offset from the history: residuals against mu + the history items' ID biases
-    # (stop_gradient: the offset reads the biases, it does not train them).
-    expected = self.encoder.mu[...] + self.encoder.domain_offset[...][domain][:, None]
-    if self.id_biases:
-      item_bias = jax.lax.stop_gradient(ids.item_bias[...])
-      safe = jnp.maximum(hist, 0)
-      expected = expected + item_bias[safe]
-      if self.use_neighbours:  # and their text-neighbour prior, as the candidate's below
-        w = jax.nn.softmax(jax.lax.stop_gradient(self.encoder.neighbour_scale[...])
-                           * self.neighbour_sim[...][safe], axis=-1)
-        prior = jnp.sum(w * self._lent_bias(item_bias)[self.neighbour_index[...][safe]], -1)
-        expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
-    offset = user_offset(jnp.where(hist >= 0, batch["history_rating"], -1.0), expected,
-                         self.offset_shrink)
     # The ID-only ablation is plain biased MF: no history evidence either.
     if self.text_features and self.history_offset:
+      offset = self._history_offset(hist, batch["history_rating"], domain)
       pred = pred + self.encoder.offset_weight[...] * offset
     p_full, q_full = p, q
     if ids.embeddings:

@@ -47,9 +47,7 @@ def item_text_vectors(config: ml_collections.ConfigDict, pair: Any) -> np.ndarra
 
 
 labels_used = config_base.labels_used  # which domains' ratings the phases read
-# What an item's text neighbours lend it (`source_prior`): their learnt ID biases, or each source
-# item's shrunk mean rating offset.
-NEIGHBOUR_PRIORS = ("learnt_bias", "source_mean")
+NEIGHBOUR_PRIORS = config_base.NEIGHBOUR_PRIORS  # what an item's text neighbours lend it
 
 
 class HybridTask(cross_encoder.CrossEncoderTask):
