@@ -144,7 +144,12 @@ def base_config(preset: str = "tiny", kind: str = "cross_encoder") -> ml_collect
       pooling="cls",         # 'cls' | 'pooler' | 'mean'
       encoder=_random_encoder(hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
                               intermediate_size=128, max_position_embeddings=64),
-      rating_head=dict(hidden=(64,), output="regression", dropout=0.1),
+      # ID terms beside the text vector (the cross-encoder only; models/id_rating_head.py):
+      # user and item ID biases, ID embeddings of id_dim (0 = none) concatenated to h, ID
+      # dropout (whole IDs, so unseen users and items fall back to text), and init_id_biases:
+      # start mu and the biases at the bias model's ridge fit on the labels the phases train on.
+      rating_head=dict(hidden=(64,), output="regression", dropout=0.1, id_biases=False,
+                       id_dim=0, id_dropout=0.0, init_id_biases=False),
       discriminator=dict(hidden=(64,), dropout=0.1, reverse_gradient=True),
   ))
 

@@ -103,6 +103,7 @@ RULES: tuple[tuple[str, tuple[str, Callable]], ...] = (
     ("model.encoder.max_position_embeddings", _int(1)),
     ("model.encoder.lora.rank", _int(0)), ("model.encoder.lora.alpha", _num(0.0, lo_open=True)),
     ("model.rating_head.hidden", _ints(1)), ("model.rating_head.dropout", _DROPOUT),
+    ("model.rating_head.id_dim", _int(0)), ("model.rating_head.id_dropout", _PROB),
     ("model.discriminator.hidden", _ints(1)), ("model.discriminator.dropout", _DROPOUT),
     ("model.bi_encoder.id_dropout", _PROB),  # 1 = always text only at train time
     ("model.bi_encoder.item_item_scale", _num(0.0, lo_open=True)),
@@ -172,6 +173,30 @@ def check_config(config: ml_collections.ConfigDict) -> None:
     rule = rule_for(key)
     if rule is not None and not rule[1](value):
       raise ConfigError(f"config.{key} = {value!r}: must be {rule[0]}")
+  _check_id_terms(config)
+
+
+def _check_id_terms(config: ml_collections.ConfigDict) -> None:
+  """The cross-encoder's rating-head ID terms: read by that architecture alone (the hybrid and
+  the bi-encoder have their own ID keys), and the ridge start needs biases on a linear head."""
+  model = config.get("model")
+  head = model.get("rating_head") if model is not None else None
+  if head is None:
+    return
+  biases, dim = bool(head.get("id_biases", False)), int(head.get("id_dim", 0))
+  kind = model.get("kind", "cross_encoder")
+  if (biases or dim > 0) and kind != "cross_encoder":
+    own = {"hybrid": "model.hybrid.id_*", "bi_encoder": "model.bi_encoder.*_id_embedding"}
+    raise ConfigError(f"config.model.rating_head.id_biases / id_dim: the cross-encoder's ID "
+                      f"terms; model.kind={kind!r} does not read them"
+                      + (f" (it has {own[kind]})" if kind in own else ""))
+  if bool(head.get("init_id_biases", False)):
+    if not biases:
+      raise ConfigError("config.model.rating_head.init_id_biases = True: needs "
+                        "model.rating_head.id_biases = True (it starts those biases)")
+    if head.get("output") != "regression":
+      raise ConfigError("config.model.rating_head.init_id_biases = True: needs "
+                        "model.rating_head.output = 'regression' (the ridge fit is of ratings)")
 
 
 def check_workdir(workdir: str) -> None:

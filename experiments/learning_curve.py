@@ -11,6 +11,7 @@ valid RMSE at or below the bias baseline's within 60 CPU minutes.
 
   python experiments/learning_curve.py [--minutes 60] [--eval-every 150] [--valid 2000]
       [--profile short|default|''] [--history-budget tokens|count] [--steps 3000]
+      [--id-biases 1 [--init-id-biases 1] [--id-dim 16] [--id-dropout 0.1]]
       [--workdir DIR] [--out curve.json]
 
 The training runs in a child process (the trainer as main.py runs it) that is stopped when the
@@ -49,8 +50,14 @@ def make_config(args: argparse.Namespace):
                                        target_valid=int(args.valid), target_test=128))
   config.data.history_budget = args.history_budget
   config.data.profile = args.profile
-  config.train.update(dict(eval_every=int(args.eval_every), checkpoint_every=0, log_every=50,
-                           tensorboard=False, progress_bar=False, final_eval=("target_valid",)))
+  # eval_at_start: the curve's step 0 is the untrained model (the bias model's ridge fit when
+  # the rating head starts its ID biases there).
+  config.train.update(dict(eval_every=int(args.eval_every), eval_at_start=True,
+                           checkpoint_every=0, log_every=50, tensorboard=False,
+                           progress_bar=False, final_eval=("target_valid",)))
+  config.model.rating_head.update(dict(  # ID terms beside the text (models/id_rating_head.py)
+      id_biases=bool(args.id_biases), id_dim=int(args.id_dim),
+      id_dropout=float(args.id_dropout), init_id_biases=bool(args.init_id_biases)))
   if args.encoder_lr:  # the phase's lr is 0.0 (the group's default), so the group's is the one
     config.optimizer.encoder.lr = float(args.encoder_lr)
   config.seed = int(args.seed)
@@ -125,6 +132,13 @@ def main(argv=None) -> None:
                       help="peak encoder lr (0: the cpu preset's, 5e-5)")
   parser.add_argument("--profile", default="short", help="data.profile ('' = off)")
   parser.add_argument("--history-budget", default="tokens", choices=("tokens", "count"))
+  # The hybrid cross-encoder (issue 13, item 2): ID terms in the rating head beside the text.
+  parser.add_argument("--id-biases", type=int, default=0, choices=(0, 1),
+                      help="1: user and item ID biases in the rating head")
+  parser.add_argument("--id-dim", type=int, default=0, help="ID embeddings beside h (0: none)")
+  parser.add_argument("--id-dropout", type=float, default=0.0)
+  parser.add_argument("--init-id-biases", type=int, default=0, choices=(0, 1),
+                      help="1: start mu and the ID biases at the bias model's ridge fit")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--workdir", default="")
   parser.add_argument("--out", default="")
@@ -163,7 +177,9 @@ def main(argv=None) -> None:
   curve = read_curve(workdir, seen, t0)
   report = json.loads((workdir / "report.json").read_text())
   shown = report.get("examples", {}).get("target_train", {}).get("history_shown")
-  print(f"learning curve: profile={args.profile!r} history_budget={args.history_budget} "
+  ids = (f" id_biases={args.id_biases} id_dim={args.id_dim} id_dropout={args.id_dropout} "
+         f"init_id_biases={args.init_id_biases}") if args.id_biases or args.id_dim else " text only"
+  print(f"learning curve: profile={args.profile!r} history_budget={args.history_budget}{ids} "
         f"valid rows={args.valid} ({time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})")
   if shown:
     print(f"history entries shown per training example: {shown}")
@@ -173,7 +189,7 @@ def main(argv=None) -> None:
   for name, value in base.items():
     print(f"{name:>15}: {value:.4f}")
   best = min((p["rmse"] for p in curve), default=float("nan"))
-  print(f"best text valid RMSE {best:.4f}; bias {base['bias']:.4f} "
+  print(f"best valid RMSE {best:.4f}; bias {base['bias']:.4f} "
         f"({'at or below' if best <= base['bias'] else 'above'} bias by {abs(best - base['bias']):.4f})")
   if args.out:
     pathlib.Path(args.out).write_text(json.dumps(dict(args=vars(args), curve=curve, baselines=base,

@@ -32,11 +32,12 @@ from flax import nnx
 
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import heads as heads_lib
+from crossrec_jax.models import id_rating_head as id_head_lib
 from crossrec_jax.models import lora as lora_lib
 
 __all__ = [
     "POOLING_KINDS", "pool", "CrossEncoderRecommender", "build_encoder", "build_cross_encoder",
-    "build_recommender", "predict_rating",
+    "build_recommender", "predict_rating", "uses_ids",
 ]
 
 POOLING_KINDS = ("cls", "pooler", "mean")
@@ -70,7 +71,9 @@ class CrossEncoderRecommender(nnx.Module):
                rating_hidden: tuple[int, ...] = (256,), rating_output: str = "regression",
                rating_dropout: float = 0.1, discriminator_hidden: tuple[int, ...] = (256,),
                discriminator_dropout: float = 0.1, reverse_gradient: bool = True,
-               rngs: nnx.Rngs):
+               rating_head: nnx.Module | None = None, rngs: nnx.Rngs):
+    """`rating_head`: a head to use instead of the text-only `heads.RatingHead` (the hidden,
+    output and dropout arguments are then its own), e.g. `id_rating_head.IdRatingHead`."""
     if pooling not in POOLING_KINDS:
       raise ValueError(f"model.pooling must be one of {POOLING_KINDS}, got {pooling!r}")
     cfg = encoder.config
@@ -78,7 +81,7 @@ class CrossEncoderRecommender(nnx.Module):
     self.pooling = pooling
     self.encoder = encoder
     # Heads compute in the encoder's dtype but return float32 (heads.py), so losses stay exact.
-    self.rating_head = heads_lib.RatingHead(
+    self.rating_head = rating_head if rating_head is not None else heads_lib.RatingHead(
         hidden, tuple(rating_hidden), output=rating_output, dropout=rating_dropout,
         dtype=cfg.dtype, rngs=rngs)
     self.discriminator = heads_lib.DomainDiscriminator(
@@ -97,11 +100,16 @@ class CrossEncoderRecommender(nnx.Module):
 
   def __call__(self, batch: Mapping[str, jax.Array], lam: jax.typing.ArrayLike = 0.0, *,
                deterministic: bool = True) -> dict[str, jax.Array]:
-    """batch: 'input_ids', 'attention_mask' [B, L] (+ optional 'token_type_ids'); lam: GRL scale."""
+    """batch: 'input_ids', 'attention_mask' [B, L] (+ optional 'token_type_ids'; 'user', 'item',
+    'domain' for a head with ID terms); lam: GRL scale."""
     h = self.encode(batch, deterministic=deterministic)
+    if getattr(self.rating_head, "reads_ids", False):
+      rating = self.rating_head(h, batch, deterministic=deterministic)
+    else:
+      rating = self.rating_head(h, deterministic=deterministic)
     return {
         "features": h,
-        "rating": self.rating_head(h, deterministic=deterministic),
+        "rating": rating,
         "domain_logit": self.discriminator(h, lam, deterministic=deterministic),
     }
 
@@ -156,10 +164,33 @@ def build_encoder(cfg: Any, *, rngs: nnx.Rngs) -> bert_lib.BertModel:
   return lora_lib.apply_lora(encoder, lora, rngs=rngs) if lora else encoder
 
 
-def build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs) -> CrossEncoderRecommender:
-  """A CrossEncoderRecommender from `config.model` (see `config_base.py`)."""
+def uses_ids(cfg: Any) -> bool:
+  """Whether `config.model`'s rating head has ID terms (`id_rating_head.py`): it then needs the
+  domains' user and item counts to be built (`tasks/cross_encoder.py` has them)."""
+  head = cfg.rating_head
+  return bool(head.get("id_biases", False)) or int(head.get("id_dim", 0)) > 0
+
+
+def build_cross_encoder(cfg: Any, *, rngs: nnx.Rngs,
+                        num_users: tuple[int, int] | None = None,
+                        num_items: tuple[int, int] | None = None) -> CrossEncoderRecommender:
+  """A CrossEncoderRecommender from `config.model` (see `config_base.py`). With ID terms in the
+  rating head (`uses_ids`), `num_users` / `num_items` are the (source, target) counts."""
+  encoder = build_encoder(cfg.encoder, rngs=rngs)
+  head = None
+  if uses_ids(cfg):
+    if num_users is None or num_items is None:
+      raise ValueError("model.rating_head.id_biases / id_dim: the ID tables need the domains' "
+                       "user and item counts; build the model through its task "
+                       "(crossrec_jax.tasks.make_task(config).build_model(rngs))")
+    h = cfg.rating_head
+    head = id_head_lib.IdRatingHead(
+        encoder.config.hidden_size, tuple(h.hidden), output=h.output, num_users=num_users,
+        num_items=num_items, biases=bool(h.get("id_biases", False)), dim=int(h.get("id_dim", 0)),
+        dropout=float(h.dropout), id_dropout=float(h.get("id_dropout", 0.0)),
+        dtype=encoder.config.dtype, rngs=rngs)
   return CrossEncoderRecommender(
-      build_encoder(cfg.encoder, rngs=rngs), pooling=cfg.pooling,
+      encoder, pooling=cfg.pooling, rating_head=head,
       rating_hidden=tuple(cfg.rating_head.hidden), rating_output=cfg.rating_head.output,
       rating_dropout=float(cfg.rating_head.dropout),
       discriminator_hidden=tuple(cfg.discriminator.hidden),

@@ -37,7 +37,8 @@ def build_model(config: ml_collections.ConfigDict, data=None):
   through its task (over `data`, the run's prepared data, when the caller has it)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
   from crossrec_jax.models import recommender as recommender_lib  # pylint: disable=g-import-not-at-top
-  if config.model.kind == "cross_encoder":
+  # ID tables need the domains' counts, which the task has (over the prepared data).
+  if config.model.kind == "cross_encoder" and not recommender_lib.uses_ids(config.model):
     return recommender_lib.build_recommender(config.model, rngs=nnx.Rngs(int(config.seed)))
   from crossrec_jax import tasks  # pylint: disable=g-import-not-at-top
   return tasks.make_task(config, data=data).build_model(nnx.Rngs(int(config.seed)))

@@ -1,7 +1,10 @@
 """The cross-encoder task: one BERT pass per (history, candidate) text, rating + domain heads.
 
 Data: `data/prepare.prepare_data(config)` (token arrays, grain batches, per-process slices).
-Model: `models/recommender.CrossEncoderRecommender`. Objective: `objectives/cross_encoder.py`.
+Model: `models/recommender.CrossEncoderRecommender` (with ID terms in the rating head when
+`model.rating_head.id_biases` / `id_dim` say so: `models/id_rating_head.py`, built here because
+the ID tables need the domains' counts; `init_id_biases` starts them at the bias model's ridge
+fit on the labels the phases train on). Objective: `objectives/cross_encoder.py`.
 Evaluator: rating RMSE / MAE on the domain's own scale over every row of an evaluation split,
 gathered across processes (`RatingEvaluator`); the study's ranking protocols are `eval/`.
 """
@@ -17,11 +20,13 @@ import numpy as np
 from flax import nnx
 from jax.experimental import multihost_utils
 
+from crossrec_jax import config_base
 from crossrec_jax.data import prepare as prepare_lib
 from crossrec_jax.eval import metrics as metrics_lib
 from crossrec_jax.models import bert as bert_lib
 from crossrec_jax.models import bert_flops
 from crossrec_jax.models import recommender as recommender_lib
+from crossrec_jax.objectives import bias_ridge
 from crossrec_jax.objectives import cross_encoder as objective_lib
 from crossrec_jax.objectives import losses
 from crossrec_jax.tasks import base
@@ -110,7 +115,56 @@ class CrossEncoderTask(base.DataTask):
     self.data = data if data is not None else prepare_lib.prepare_data(config)
 
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
-    return recommender_lib.build_cross_encoder(self.config.model, rngs=rngs)
+    if not recommender_lib.uses_ids(self.config.model):
+      return recommender_lib.build_cross_encoder(self.config.model, rngs=rngs)
+    pair = self._pair()
+    model = recommender_lib.build_cross_encoder(
+        self.config.model, rngs=rngs,
+        num_users=(pair.source.interactions.num_users, pair.target.interactions.num_users),
+        num_items=(len(pair.source.items), len(pair.target.items)))
+    if bool(self.config.model.rating_head.get("init_id_biases", False)):
+      model.rating_head.set_biases(**self.initial_id_biases())
+    return model
+
+  def _pair(self) -> Any:
+    pair = getattr(self.data, "pair", None)
+    if pair is None:
+      raise ValueError(f"model.kind={self.config.model.kind!r} with ID tables needs the "
+                       "prepared data's domains (PreparedData.pair)")
+    return pair
+
+  def _labelled(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user, item, label on [0, 1]) of the labelled rows of a training set."""
+    examples = self.data.sources[name]
+    if not hasattr(examples, "columns"):
+      raise ValueError("starting ID biases at the ridge fit reads the training rows in memory: "
+                       "set data.use_tfds=False")
+    keep = np.asarray(examples["label_mask"]) > 0
+    return (np.asarray(examples["user"])[keep], np.asarray(examples["item"])[keep],
+            np.asarray(examples["label"])[keep])
+
+  def initial_id_biases(self) -> dict[str, Any]:
+    """The bias model's closed-form fit (`objectives/bias_ridge.py`) per domain on the labelled
+    training rows the run's phases train on, in `IdRatingHead.set_biases`' terms: mu (the first
+    trained domain's mean), the target's offset from it, and both domains' user and item biases
+    (zero for a domain no phase trains on, e.g. target_only's source)."""
+    pair = self._pair()
+    counts = ((pair.source.interactions.num_users, len(pair.source.items)),
+              (pair.target.interactions.num_users, len(pair.target.items)))
+    user_bias = [np.zeros(u) for u, _ in counts]
+    item_bias = [np.zeros(i) for _, i in counts]
+    mu: dict[int, float] = {}
+    for d, (name, used) in enumerate(zip(("source_train", "target_train"),
+                                         config_base.labels_used(self.config))):
+      rows = self._labelled(name) if used else None
+      if rows is None or not len(rows[2]):
+        continue
+      mu[d], user_bias[d], item_bias[d] = bias_ridge.fit_biases(*rows, *counts[d])
+    if not mu:
+      return {}
+    base = mu.get(0, mu.get(1))
+    return {"mu": base, "domain_offset": np.array([0.0, mu.get(1, base) - base]),
+            "user_bias": np.concatenate(user_bias), "item_bias": np.concatenate(item_bias)}
 
   def train_batches(self, *, use_source: bool, use_target: bool, seed: int) -> Any:
     return self.data.train_batches(use_source=use_source, use_target=use_target, seed=seed)

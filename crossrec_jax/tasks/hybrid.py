@@ -93,16 +93,6 @@ class HybridTask(cross_encoder.CrossEncoderTask):
     return hybrid_lib.source_item_prior(inter.item, source.scale.normalise(inter.rating),
                                         len(source.items), float(h.source_prior_shrink))
 
-  def _labelled(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user, item, label on [0, 1]) of the labelled rows of a training set."""
-    examples = self.data.sources[name]
-    if not hasattr(examples, "columns"):
-      raise ValueError("model.hybrid.init_biases reads the training rows in memory: set "
-                       "data.use_tfds=False")
-    keep = np.asarray(examples["label_mask"]) > 0
-    return (np.asarray(examples["user"])[keep], np.asarray(examples["item"])[keep],
-            np.asarray(examples["label"])[keep])
-
   def initial_biases(self, neighbours: tuple[np.ndarray, np.ndarray] | None
                      ) -> dict[str, np.ndarray]:
     """The bias model's closed-form solution on the labels the run's phases train on, in the
