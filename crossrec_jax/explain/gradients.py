@@ -31,7 +31,8 @@ from crossrec_jax.models import recommender as recommender_lib
 __all__ = ["rating_from_embeddings", "IntegratedGradients", "TOLERANCE"]
 
 TOLERANCE = 0.005
-_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "domain")
+# 'user' / 'item': what a rating head with ID terms reads (models/id_rating_head.py).
+_MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "domain", "user", "item")
 
 
 def rating_from_embeddings(model: Any, batch: Mapping[str, jax.Array],
@@ -41,7 +42,10 @@ def rating_from_embeddings(model: Any, batch: Mapping[str, jax.Array],
   out = model.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                       deterministic=True, domain=batch.get("domain"), inputs_embeds=embeddings)
   h = recommender_lib.pool(model.pooling, out, batch["attention_mask"])
-  rating = model.rating_head(h, deterministic=True)
+  if getattr(model.rating_head, "reads_ids", False):  # the ID terms are constant in the text
+    rating = model.rating_head(h, batch, deterministic=True)
+  else:
+    rating = model.rating_head(h, deterministic=True)
   return recommender_lib.predict_rating({"rating": rating}, model.rating_output)
 
 
