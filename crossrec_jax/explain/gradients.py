@@ -42,10 +42,7 @@ def rating_from_embeddings(model: Any, batch: Mapping[str, jax.Array],
   out = model.encoder(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
                       deterministic=True, domain=batch.get("domain"), inputs_embeds=embeddings)
   h = recommender_lib.pool(model.pooling, out, batch["attention_mask"])
-  if getattr(model.rating_head, "reads_ids", False):  # the ID terms are constant in the text
-    rating = model.rating_head(h, batch, deterministic=True)
-  else:
-    rating = model.rating_head(h, deterministic=True)
+  rating = model.rate(h, batch, deterministic=True)  # ID terms, if any, are constant in the text
   return recommender_lib.predict_rating({"rating": rating}, model.rating_output)
 
 

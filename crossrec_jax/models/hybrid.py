@@ -55,6 +55,7 @@ from flax import nnx
 
 from crossrec_jax import config_base
 from crossrec_jax.models import heads as heads_lib
+from crossrec_jax.models.id_rating_head import global_ids
 
 __all__ = ["ItemTextVectors", "TextTowers", "IdTables", "HybridRatingModel", "standardise",
            "history_summary", "text_neighbours", "source_item_prior"]
@@ -285,16 +286,13 @@ class HybridRatingModel(nnx.Module):
         expected = expected + jnp.where((domain > 0)[:, None], prior, 0.0)
     return user_offset(jnp.where(hist >= 0, history_rating, -1.0), expected, self.offset_shrink)
 
-  def _global(self, ids: jax.Array, domain: jax.Array, offsets: tuple[int, int]) -> jax.Array:
-    return jnp.where(domain > 0, ids + offsets[1], ids + offsets[0])
-
   def __call__(self, batch: Mapping[str, jax.Array], lam: jax.typing.ArrayLike = 0.0, *,
                deterministic: bool = True) -> dict[str, Any]:
     domain = batch["domain"].astype(jnp.int32)
-    user = self._global(batch["user"].astype(jnp.int32), domain, self.user_offset)
-    item = self._global(batch["item"].astype(jnp.int32), domain, self.item_offset)
+    user = global_ids(batch["user"].astype(jnp.int32), domain, self.user_offset)
+    item = global_ids(batch["item"].astype(jnp.int32), domain, self.item_offset)
     hist = batch["history_item"].astype(jnp.int32)
-    hist = jnp.where(hist >= 0, self._global(hist, domain[:, None], self.item_offset), -1)
+    hist = jnp.where(hist >= 0, global_ids(hist, domain[:, None], self.item_offset), -1)
     text = self.text[...]
     summary = history_summary(text, hist, batch["history_rating"].astype(jnp.float32))
     p, b_hist, q, b_text = self.encoder(text[item], summary, deterministic=deterministic)

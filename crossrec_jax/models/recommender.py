@@ -88,6 +88,13 @@ class CrossEncoderRecommender(nnx.Module):
         hidden, tuple(discriminator_hidden), dropout=discriminator_dropout,
         reverse=reverse_gradient, dtype=cfg.dtype, rngs=rngs)
 
+  def rate(self, h: jax.Array, batch: Mapping[str, jax.Array], *, deterministic: bool = True
+           ) -> jax.Array:
+    """The rating head on h; a head with ID terms also reads the batch's user / item / domain."""
+    if getattr(self.rating_head, "reads_ids", False):
+      return self.rating_head(h, batch, deterministic=deterministic)
+    return self.rating_head(h, deterministic=deterministic)
+
   @property
   def rating_output(self) -> str:
     return self.rating_head.output
@@ -103,13 +110,9 @@ class CrossEncoderRecommender(nnx.Module):
     """batch: 'input_ids', 'attention_mask' [B, L] (+ optional 'token_type_ids'; 'user', 'item',
     'domain' for a head with ID terms); lam: GRL scale."""
     h = self.encode(batch, deterministic=deterministic)
-    if getattr(self.rating_head, "reads_ids", False):
-      rating = self.rating_head(h, batch, deterministic=deterministic)
-    else:
-      rating = self.rating_head(h, deterministic=deterministic)
     return {
         "features": h,
-        "rating": rating,
+        "rating": self.rate(h, batch, deterministic=deterministic),
         "domain_logit": self.discriminator(h, lam, deterministic=deterministic),
     }
 

@@ -117,11 +117,9 @@ class CrossEncoderTask(base.DataTask):
   def build_model(self, rngs: nnx.Rngs) -> nnx.Module:
     if not recommender_lib.uses_ids(self.config.model):
       return recommender_lib.build_cross_encoder(self.config.model, rngs=rngs)
-    pair = self._pair()
-    model = recommender_lib.build_cross_encoder(
-        self.config.model, rngs=rngs,
-        num_users=(pair.source.interactions.num_users, pair.target.interactions.num_users),
-        num_items=(len(pair.source.items), len(pair.target.items)))
+    num_users, num_items = self._counts()
+    model = recommender_lib.build_cross_encoder(self.config.model, rngs=rngs,
+                                                num_users=num_users, num_items=num_items)
     if bool(self.config.model.rating_head.get("init_id_biases", False)):
       model.rating_head.set_biases(**self.initial_id_biases())
     return model
@@ -132,6 +130,12 @@ class CrossEncoderTask(base.DataTask):
       raise ValueError(f"model.kind={self.config.model.kind!r} with ID tables needs the "
                        "prepared data's domains (PreparedData.pair)")
     return pair
+
+  def _counts(self) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((source, target) user counts, (source, target) item counts): the ID tables' sizes."""
+    pair = self._pair()
+    return ((pair.source.interactions.num_users, pair.target.interactions.num_users),
+            (len(pair.source.items), len(pair.target.items)))
 
   def _labelled(self, name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user, item, label on [0, 1]) of the labelled rows of a training set."""
@@ -148,9 +152,7 @@ class CrossEncoderTask(base.DataTask):
     training rows the run's phases train on, in `IdRatingHead.set_biases`' terms: mu (the first
     trained domain's mean), the target's offset from it, and both domains' user and item biases
     (zero for a domain no phase trains on, e.g. target_only's source)."""
-    pair = self._pair()
-    counts = ((pair.source.interactions.num_users, len(pair.source.items)),
-              (pair.target.interactions.num_users, len(pair.target.items)))
+    counts = tuple(zip(*self._counts()))  # ((users, items) of the source, of the target)
     user_bias = [np.zeros(u) for u, _ in counts]
     item_bias = [np.zeros(i) for _, i in counts]
     mu: dict[int, float] = {}

@@ -101,9 +101,8 @@ class HybridTask(cross_encoder.CrossEncoderTask):
     (the prior the model adds: source biases softmax(s * cos)-weighted), shrunk towards it.
     User biases stay 0: the model reads each user's offset from the example's history. A
     domain whose labels no phase trains on (target_only's source) contributes nothing."""
-    h, pair = self.config.model.hybrid, self.data.pair
-    num_items = (len(pair.source.items), len(pair.target.items))
-    num_users = (pair.source.interactions.num_users, pair.target.interactions.num_users)
+    h = self.config.model.hybrid
+    num_users, num_items = self._counts()
     use = labels_used(self.config)
     rows = [self._labelled(n) if u else None for n, u in zip(("source_train", "target_train"), use)]
     rows = [r if r is not None and len(r[2]) else None for r in rows]
@@ -135,11 +134,10 @@ class HybridTask(cross_encoder.CrossEncoderTask):
 
   def _build(self, rngs: nnx.Rngs) -> nnx.Module:
     h, m = self.config.model.hybrid, self.config.model
-    pair = self.data.pair
+    num_users, num_items = self._counts()
     return hybrid_lib.HybridRatingModel(
         hybrid_lib.standardise(self.raw_text_vectors(), int(h.text_dims)),
-        num_users=(pair.source.interactions.num_users, pair.target.interactions.num_users),
-        num_items=(len(pair.source.items), len(pair.target.items)),
+        num_users=num_users, num_items=num_items,
         dim=int(h.dim), hidden=int(h.hidden), dropout=float(h.dropout),
         id_embeddings=bool(h.id_embeddings), id_biases=bool(h.id_biases),
         id_dropout=float(h.id_dropout), id_domains=str(h.id_domains),
